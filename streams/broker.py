@@ -294,6 +294,19 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def error_summary(*paths: Path, limit: int = 6) -> str:
+    """The last ERROR/FATAL/'Caused by' lines of the logs: why the broker died."""
+    wanted = (" ERROR ", " FATAL ", "Caused by:", "Exception in thread", "Error:")
+    hits = [
+        line.strip()
+        for path in paths
+        for line in tail(path, 400).splitlines()
+        if any(w in line for w in wanted)
+    ]
+    unique = list(dict.fromkeys(hits))  # a cause is often logged twice
+    return "\n  ".join(unique[-limit:])
+
+
 def probe(bootstrap: str, timeout: float = 5.0) -> bool:
     """True if a broker at ``bootstrap`` answers a metadata request with itself in it."""
     host, _, port = bootstrap.rpartition(":")
@@ -536,6 +549,7 @@ class LocalBroker:
     def _failure(self, what: str) -> str:
         return (
             f"Kafka broker in {self.state_dir} {what}.\n"
+            f"Errors: {error_summary(self.log_file, self.console_file) or '(none logged)'}\n"
             f"--- {self.console_file} (tail) ---\n{tail(self.console_file, 15)}\n"
             f"--- {self.log_file} (tail) ---\n{tail(self.log_file, 30)}"
         )
