@@ -50,6 +50,7 @@ from typing import Any, Literal, Protocol
 
 import fastavro
 from driftwire.schemas.errors import DecodeError, EncodeError
+from fastavro.read import SchemaResolutionError
 from fastavro.validation import ValidationError, validate
 
 Format = Literal["confluent", "avro", "json"]
@@ -325,6 +326,10 @@ def _read_avro(data: bytes, start: int, writer: dict, reader: dict | None) -> di
     buf.seek(start)
     try:
         record = fastavro.schemaless_reader(buf, writer, reader)
+    except SchemaResolutionError as exc:
+        raise _Invalid(
+            f"writer schema {writer['name']} cannot be read as {(reader or writer)['name']}: {exc}"
+        ) from exc
     except Exception as exc:  # fastavro raises EOFError, IndexError, UnicodeError, ...
         raise _Invalid(f"malformed Avro for {writer['name']}: {_describe(exc)}") from exc
     extra = len(data) - buf.tell()
