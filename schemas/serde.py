@@ -122,7 +122,8 @@ def load_schema(name: str) -> AvroSchema:
 def parse_schema_text(text: str | Mapping[str, Any]) -> AvroSchema:
     """Parse an Avro schema given as JSON text or an already-loaded JSON object."""
     raw = json.loads(text) if isinstance(text, str) else dict(text)
-    source = text if isinstance(text, str) else json.dumps(raw)
+    # Stripped like confluent-kafka's AvroSerializer does, so both register the same string.
+    source = text.strip() if isinstance(text, str) else json.dumps(raw)
     parsed = fastavro.parse_schema(raw)
     reader = fastavro.parse_schema(_strip_time_logical_types(raw))
     required = tuple(f["name"] for f in raw.get("fields", ()) if "default" not in f)
