@@ -11,22 +11,57 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from driftwire.streams.broker import BrokerError, LocalBroker, MissingToolError
+from driftwire.streams.broker import DEFAULT_VERSION, BrokerError, LocalBroker, MissingToolError
+
+BROKER_KEY = pytest.StashKey[str]()
 
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+class KafkaTally:
+    """Counts outcomes of ``@pytest.mark.kafka`` tests, so a run shows they really ran
+    against a broker, and fails in CI if any of them was skipped."""
+
+    def __init__(self) -> None:
+        self.outcomes: Counter[str] = Counter()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if "kafka" not in report.keywords:
+            return
+        if report.skipped or report.failed or report.when == "call":
+            self.outcomes[report.outcome] += 1
+
+    def pytest_terminal_summary(self, terminalreporter, config: pytest.Config) -> None:
+        if not self.outcomes:
+            return
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(self.outcomes.items()))
+        where = config.stash.get(BROKER_KEY, "no broker started")
+        terminalreporter.write_line(f"kafka integration tests: {counts} (broker: {where})")
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if _in_ci() and self.outcomes["skipped"] and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(KafkaTally(), "driftwire-kafka-tally")
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_bootstrap(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[str]:
     """Bootstrap address of a real Kafka broker for the whole test session."""
     external = os.environ.get("DRIFTWIRE_TEST_BOOTSTRAP")
     if external:
+        request.config.stash[BROKER_KEY] = f"{external} (DRIFTWIRE_TEST_BOOTSTRAP)"
         yield external
         return
     broker = LocalBroker(tmp_path_factory.mktemp("kafka"), detach=False)
@@ -38,6 +73,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(f"no local Kafka broker possible: {exc}")
     except BrokerError as exc:
         pytest.fail(str(exc), pytrace=False)
+    request.config.stash[BROKER_KEY] = f"Apache Kafka {DEFAULT_VERSION} at {bootstrap}"
     try:
         yield bootstrap
     finally:
