@@ -277,6 +277,22 @@ BAD_INPUTS = [
         "wrong type: OutcomeEvent.event_time",
     ),
     (
+        "json-fraction-time",
+        "OutcomeEvent",
+        "json",
+        b'{"model_id": "m", "prediction_id": "p", "event_time": 1.5}',
+        "OutcomeEvent.event_time is 1.5 (float), expected an integer",
+    ),
+    (
+        "json-bool-count",
+        "DriftAlert",
+        "json",
+        Codec("DriftAlert", "json")
+        .encode(DRIFT_ALERT)
+        .replace(b'"window_count":1204', b'"window_count":true'),
+        "DriftAlert.window_count is True (bool), expected long",
+    ),
+    (
         "json-feature-str",
         "FeatureEvent",
         "json",
@@ -388,6 +404,8 @@ def test_registry_outage_is_not_a_data_error() -> None:
 ENCODE_ERRORS = [
     ("missing", {"model_id": "m", "event_time": 1}, "prediction_id"),
     ("wrong-type", {**OUTCOME_EVENT, "event_time": "now"}, "event_time"),
+    ("fraction", {**OUTCOME_EVENT, "event_time": 2.5}, "event_time is 2.5"),
+    ("bool-label", {**OUTCOME_EVENT, "value": True}, "value"),
     ("nan-label", {**OUTCOME_EVENT, "value": float("nan")}, "value must be finite"),
     ("empty-id", {**OUTCOME_EVENT, "prediction_id": ""}, "prediction_id must not be empty"),
 ]
