@@ -1,0 +1,573 @@
+"""The detection engine: one `Monitor` per model. Columns in, alerts out, time from a watermark.
+
+Two stages, so one model's traffic can span partitions and workers:
+``profile(batch)`` (pure, per partition) -> `WindowProfile` per pane touched, and
+``add_profiles(profiles)`` (per model) merges them into the open panes.
+``advance(watermark)`` closes due windows, runs the tests and the alert lifecycle.
+``update_features(batch)`` is both stages at once.
+
+>>> import numpy as np
+>>> from driftwire.detectors.config import ModelConfig, WindowConfig
+>>> from driftwire.detectors.generators import StreamSpec, Shift, generate, take_events
+>>> spec = StreamSpec(n_numeric=4, n_categorical=1, rate=1000.0, seed=3)
+>>> cfg = ModelConfig(id="demo", window=WindowConfig(size=10_000, min_count=100))
+>>> ref = ReferenceProfile.from_batch(take_events(spec, 20_000), cfg)
+>>> mon = Monitor(cfg, ref)
+>>> drift = [Shift(features=("x3",), start_ms=60_000, magnitude=1.0)]
+>>> alerts = []
+>>> for batch in generate(spec, 120_000, drifts=drift, start_ms=0):
+...     alerts += mon.update_features(batch)
+...     alerts += mon.advance(int(batch.event_time.max()))
+>>> sorted({(a.detector, a.feature, a.window_start) for a in alerts if a.status == "firing"})
+[('ks', 'x3', 60000), ('page_hinkley', 'x3', 90000)]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import pickle
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from driftwire.detectors.alerts import (
+    Alert,
+    AlertKind,
+    AlertLifecycle,
+    Evidence,
+    Severity,
+    Verdict,
+)
+from driftwire.detectors.batch import FeatureBatch, OutcomeBatch
+from driftwire.detectors.config import ModelConfig
+from driftwire.detectors.gradual import GradualDetector
+from driftwire.detectors.profile import LABEL_COLUMN, SCORE_COLUMN, ProfileLayout, WindowProfile
+from driftwire.detectors.quality import quality_checks
+from driftwire.detectors.reference import ReferenceProfile
+from driftwire.detectors.stats import chi2, correct, js, ks, probabilities, probit, psi, wasserstein
+from driftwire.detectors.windows import WindowClock, pane_starts
+
+log = logging.getLogger(__name__)
+
+OTHER_SEGMENT = "__other__"
+SNAPSHOT_MAGIC = b"DWMON"
+SNAPSHOT_VERSION = 1
+_PREDICTION_COLUMNS = {SCORE_COLUMN, LABEL_COLUMN}
+
+
+@dataclass
+class MonitorCounters:
+    """Counts for metrics; all monotone."""
+
+    events: int = 0
+    late_accepted: int = 0  # behind the watermark, window still open: counted in it
+    late_dropped: int = 0  # every window of theirs had closed: not counted, only here
+    profiles_merged: int = 0
+    windows_closed: int = 0
+    windows_tested: int = 0
+    windows_skipped_min_count: int = 0
+    segment_windows_skipped_min_count: int = 0
+    watermark_regressions: int = 0
+    alerts_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _ColumnStats:
+    """All statistics of one window, one entry per column of the layout."""
+
+    ks_d: np.ndarray
+    ks_p: np.ndarray
+    psi_num: np.ndarray
+    js_num: np.ndarray
+    wasserstein: np.ndarray
+    chi2_stat: np.ndarray
+    chi2_p: np.ndarray
+    psi_cat: np.ndarray
+    js_cat: np.ndarray
+
+
+class WindowTester:
+    """Turns one closed window's profile into verdicts (drift, prediction drift, quality)."""
+
+    def __init__(self, config: ModelConfig, reference: ReferenceProfile, layout: ProfileLayout):
+        self.config = config
+        self.layout = layout
+        nums = list(reference.numeric.values()) + ([reference.score] if reference.score else [])
+        cats = list(reference.categorical.values()) + ([reference.label] if reference.label else [])
+        self.num_refs, self.cat_refs = nums, cats
+        self.ref_bins = np.concatenate([n.counts for n in nums]) if nums else np.zeros(0, int)
+        self.ref_cats = np.concatenate([c.counts for c in cats]) if cats else np.zeros(0, int)
+        self.ref_missing = np.array([r.missing_rate for r in nums + cats])
+        scale = [
+            (n.q75 - n.q25) if config.drift.wasserstein_scale == "iqr" else n.std for n in nums
+        ]
+        self.w_scale = np.array([s if np.isfinite(s) and s > 0 else 1.0 for s in scale])
+
+    def stats(self, prof: WindowProfile) -> _ColumnStats:
+        lay, eps = self.layout, self.config.drift.psi_epsilon
+        boff, coff = lay.bin_offsets, lay.category_offsets
+        empty = np.zeros(0)
+        if len(lay.numeric):
+            d, p = ks(self.ref_bins, prof.bins, boff)
+            psi_n, js_n = (
+                psi(self.ref_bins, prof.bins, boff, eps),
+                js(self.ref_bins, prof.bins, boff),
+            )
+            w = np.array([self._wasserstein(prof, i) for i in range(len(lay.numeric))])
+        else:
+            d = p = psi_n = js_n = w = empty
+        if len(lay.categorical):
+            c2, cp = chi2(self.ref_cats, prof.categories, coff)
+            psi_c = psi(self.ref_cats, prof.categories, coff, eps)
+            js_c = js(self.ref_cats, prof.categories, coff)
+        else:
+            c2 = cp = psi_c = js_c = empty
+        return _ColumnStats(d, p, psi_n, js_n, w, c2, cp, psi_c, js_c)
+
+    def _wasserstein(self, prof: WindowProfile, i: int) -> float:
+        lo, hi = self.layout.bin_offsets[i], self.layout.bin_offsets[i + 1]
+        if prof.bins[lo:hi].sum() == 0:
+            return 0.0
+        dist = wasserstein(
+            self.layout.edges[i],
+            self.ref_bins[lo:hi],
+            prof.bins[lo:hi],
+            float(prof.mins[i]),
+            float(prof.maxs[i]),
+        )
+        return dist / self.w_scale[i]
+
+    def verdicts(self, prof: WindowProfile, segment: str | None) -> tuple[list[Verdict], Any]:
+        """Drift + quality verdicts, and the raw p-values per column for the gradual stage."""
+        st = self.stats(prof)
+        lay = self.layout
+        n_num = len(lay.numeric)
+        finite = prof.finite_counts(lay) if n_num else np.zeros(0, int)
+        present = (
+            np.add.reduceat(prof.categories, lay.category_offsets[:-1])
+            if len(lay.categorical)
+            else np.zeros(0, int)
+        )
+        has_data = np.concatenate([finite > 0, present > 0]) & np.concatenate(
+            [[r.count > 0 for r in self.num_refs], [r.count > 0 for r in self.cat_refs]]
+        ).astype(bool)
+        raw_p = np.concatenate([st.ks_p, st.chi2_p])
+        columns = lay.numeric + lay.categorical
+        out: list[Verdict] = []
+        for prediction in (False, True):
+            family = np.array(
+                [
+                    has_data[i] and ((c in _PREDICTION_COLUMNS) == prediction)
+                    for i, c in enumerate(columns)
+                ],
+                dtype=bool,
+            )
+            adjusted = np.ones(len(columns))
+            adjusted[family] = correct(raw_p[family], self.config.drift.correction)
+            for i in np.flatnonzero(family):
+                out.append(self._drift_verdict(prof, st, i, adjusted[i], segment))
+        out.extend(self._quality_verdicts(prof, segment))
+        return out, np.where(has_data, raw_p, np.nan)
+
+    def _drift_verdict(
+        self, prof: WindowProfile, st: _ColumnStats, i: int, p_adj: float, segment: str | None
+    ) -> Verdict:
+        cfg = self.config.drift
+        n_num = len(self.layout.numeric)
+        numeric = i < n_num
+        if numeric:
+            values = {
+                "ks": st.ks_d[i],
+                "psi": st.psi_num[i],
+                "js": st.js_num[i],
+                "wasserstein": st.wasserstein[i],
+            }
+            test, name = cfg.numeric_test, self.layout.numeric[i]
+        else:
+            j = i - n_num
+            values = {"chi2": st.chi2_stat[j], "psi": st.psi_cat[j], "js": st.js_cat[j]}
+            test, name = cfg.categorical_test, self.layout.categorical[i - n_num]
+        floors_ok = all(values[k] >= v for k, v in cfg.min_effect.items() if k in values)
+        if test in ("ks", "chi2"):
+            breached, threshold, p_value = p_adj < cfg.alpha and floors_ok, cfg.alpha, p_adj
+        else:
+            threshold = cfg.thresholds.get(test, 0.1)
+            breached, p_value = values[test] > threshold and floors_ok, None
+        critical = any(values[k] >= v for k, v in cfg.critical.items() if k in values)
+        kind = AlertKind.PREDICTION_DRIFT if name in _PREDICTION_COLUMNS else AlertKind.DATA_DRIFT
+        return Verdict(
+            kind=kind,
+            detector=test,
+            statistic=_STAT_NAMES[test],
+            value=float(values[test]),
+            threshold=float(threshold),
+            breached=bool(breached),
+            window_start=prof.window_start,
+            window_end=prof.window_end,
+            window_count=prof.count,
+            feature=name,
+            segment=segment,
+            p_value=None if p_value is None else float(p_value),
+            severity=Severity.CRITICAL if critical else Severity.WARNING,
+            evidence=self._evidence(prof, i, values, p_adj),
+        )
+
+    def _evidence(
+        self, prof: WindowProfile, i: int, values: dict[str, float], p_adj: float
+    ) -> Evidence:
+        lay = self.layout
+        n_num = len(lay.numeric)
+        current = {k: float(v) for k, v in values.items()} | {"p_value_adjusted": float(p_adj)}
+        current["missing_rate"] = float(prof.missing[i] / prof.count) if prof.count else 0.0
+        notes = {"partitions": str(len(prof.partitions))} if prof.partitions else {}
+        if i < n_num:
+            ref = self.num_refs[i]
+            means, stds = prof.means_stds(lay)
+            current |= {"mean": means[i], "std": stds[i], "min": prof.mins[i], "max": prof.maxs[i]}
+            reference = {
+                "mean": ref.mean,
+                "std": ref.std,
+                "min": ref.min,
+                "max": ref.max,
+                "missing_rate": ref.missing_rate,
+            }
+            lo, hi = lay.bin_offsets[i], lay.bin_offsets[i + 1]
+            labels = _bin_labels(lay.edges[i])
+            notes["top_bins"] = _top_moves(labels, self.ref_bins[lo:hi], prof.bins[lo:hi])
+        else:
+            j = i - n_num
+            ref = self.cat_refs[j]
+            lo, hi = lay.category_offsets[j], lay.category_offsets[j + 1]
+            cur = prof.categories[lo:hi]
+            current["unseen_rate"] = float(cur[-1] / cur.sum()) if cur.sum() else 0.0
+            reference = {"missing_rate": ref.missing_rate, "categories": float(len(ref.categories))}
+            labels = [*ref.categories.tolist(), "<unseen>"]
+            notes["top_categories"] = _top_moves(labels, self.ref_cats[lo:hi], cur)
+        return Evidence(reference=_finite(reference), current=_finite(current), notes=notes)
+
+    def _quality_verdicts(self, prof: WindowProfile, segment: str | None) -> list[Verdict]:
+        checks = quality_checks(prof, self.layout, self.ref_missing, self.config.quality)
+        return [
+            Verdict(
+                kind=AlertKind.DATA_QUALITY,
+                detector=c.detector,
+                statistic=c.detector,
+                value=c.rate,
+                threshold=c.limit,
+                breached=c.breached,
+                window_start=prof.window_start,
+                window_end=prof.window_end,
+                window_count=prof.count,
+                feature=c.column,
+                segment=segment,
+                severity=c.severity,
+            )
+            for c in checks
+        ]
+
+
+_STAT_NAMES = {
+    "ks": "ks_d",
+    "chi2": "chi2",
+    "psi": "psi",
+    "js": "js_divergence",
+    "wasserstein": "wasserstein_norm",
+}
+
+
+def _finite(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if np.isfinite(v)}
+
+
+def _bin_labels(edges: np.ndarray) -> list[str]:
+    inner = [f"[{a:.4g}, {b:.4g})" for a, b in itertools.pairwise(edges)]
+    return [f"< {edges[0]:.4g}", *inner, f">= {edges[-1]:.4g}"]
+
+
+def _top_moves(labels: list[str], ref: np.ndarray, cur: np.ndarray, top: int = 3) -> str:
+    """The buckets whose share moved most, as 'label: ref 1.6% cur 3.1%; ...'."""
+    p, q = probabilities(ref), probabilities(cur)
+    order = np.argsort(-np.abs(q - p), kind="stable")[:top]
+    return "; ".join(f"{labels[k]}: ref {p[k]:.1%} cur {q[k]:.1%}" for k in order)
+
+
+class Monitor:
+    """Drift, prediction-drift, data-quality and gradual-drift detection for one model."""
+
+    def __init__(
+        self, config: ModelConfig, reference: ReferenceProfile, model_version: str | None = None
+    ) -> None:
+        self.config = config
+        self.reference = reference
+        self.model_version = model_version
+        self.layout_ = ProfileLayout.from_reference(reference)
+        win = config.window
+        self.clock_ = WindowClock(win.size, int(win.hop or win.size), win.allowed_lateness)
+        self.panes_: dict[tuple[int, str], WindowProfile] = {}
+        self.carry_: WindowProfile | None = None
+        self.segments_: list[str] = []
+        self.lifecycle_ = AlertLifecycle(
+            config.alerts, config.id, reference.reference_id, model_version
+        )
+        self.gradual_: dict[str, GradualDetector] = {}
+        self.counters_ = MonitorCounters()
+        self.concept_ = self._concept_tracker()
+        self.tester_ = WindowTester(config, reference, self.layout_)
+
+    def _concept_tracker(self) -> Any:
+        if self.config.concept is None:
+            return None
+        from driftwire.detectors.concept import ConceptTracker
+
+        return ConceptTracker(
+            self.config.concept,
+            self.config.id,
+            self.config.window.size,
+            self.config.alerts,
+            self.reference.reference_id,
+        )
+
+    # -- stage 1 -------------------------------------------------------------------------
+
+    def profile(self, batch: FeatureBatch, partition: int | None = None) -> list[WindowProfile]:
+        """Pure: one profile per pane touched (and per segment when segments are on)."""
+        if len(batch) == 0:
+            return []
+        hop = self.clock_.hop
+        panes = pane_starts(batch.event_time, hop)
+        if panes[0] == panes[-1] and panes.min() == panes.max():
+            groups = [(int(panes[0]), batch)]
+        else:
+            groups = [(int(p), batch.take(panes == p)) for p in np.unique(panes)]
+        out: list[WindowProfile] = []
+        for start, rows in groups:
+            out.extend(self._profile_pane(rows, start, start + hop, partition))
+        return out
+
+    def _profile_pane(
+        self, rows: FeatureBatch, start: int, end: int, partition: int | None
+    ) -> list[WindowProfile]:
+        seg_cfg = self.config.segments
+        if seg_cfg is None or rows.segment is None:
+            return [WindowProfile.from_batch(self.layout_, rows, start, end, None, partition)]
+        tags = rows.segment.tolist()
+        counts = Counter(t for t in tags if t is not None)
+        kept = sorted(counts, key=lambda t: (-counts[t], str(t)))[: seg_cfg.max_segments]
+        code_of = {t: k for k, t in enumerate(kept)}
+        codes = np.array([code_of.get(t, -1 if t is not None else -2) for t in tags])
+        names = [*(str(t) for t in kept), OTHER_SEGMENT, None]
+        parts = []
+        for code, name in zip([*range(len(kept)), -1, -2], names, strict=True):
+            idx = np.flatnonzero(codes == code)
+            if len(idx):
+                sub = rows.take(idx)
+                parts.append(
+                    WindowProfile.from_batch(self.layout_, sub, start, end, name, partition)
+                )
+        total = parts[0].relabel(start, end, None)
+        for p in parts[1:]:
+            total = total.merge(p.relabel(start, end, None))
+        return [total, *(p for p in parts if p.segment is not None)]
+
+    # -- stage 2 -------------------------------------------------------------------------
+
+    def add_profiles(self, profiles: list[WindowProfile]) -> list[Alert]:
+        """Merge stage-1 profiles into the open panes; late ones are counted, not merged."""
+        for prof in profiles:
+            if prof.reference_id != self.layout_.reference_id:
+                raise ValueError(
+                    f"profile built against reference {prof.reference_id}, "
+                    f"monitor uses {self.layout_.reference_id}"
+                )
+            overall = prof.segment is None
+            if not self.clock_.accepts(prof.window_start):
+                if overall:
+                    self.counters_.late_dropped += prof.count
+                continue
+            if overall:
+                self.counters_.events += prof.count
+                if prof.window_end <= self.clock_.watermark_:
+                    self.counters_.late_accepted += prof.count
+            segment = None if overall else self._admit(prof.segment)
+            if segment is not None and segment != prof.segment:
+                prof = prof.relabel(prof.window_start, prof.window_end, segment)
+            key = (prof.window_start, segment or "")
+            have = self.panes_.get(key)
+            self.panes_[key] = prof if have is None else have.merge(prof)
+            self.counters_.profiles_merged += 1
+        return []
+
+    def _admit(self, segment: str | None) -> str:
+        if segment in self.segments_:
+            return str(segment)
+        cap = self.config.segments.max_segments if self.config.segments else 0
+        if segment != OTHER_SEGMENT and len(self.segments_) < cap:
+            self.segments_.append(str(segment))
+            return str(segment)
+        return OTHER_SEGMENT
+
+    def update_features(self, batch: FeatureBatch) -> list[Alert]:
+        alerts = self.add_profiles(self.profile(batch))
+        if self.concept_ is not None:
+            self.concept_.observe_predictions(batch)
+        return alerts
+
+    def update_outcomes(self, batch: OutcomeBatch) -> list[Alert]:
+        if self.concept_ is not None:
+            self.concept_.observe_outcomes(batch)
+        return []
+
+    # -- closing windows -----------------------------------------------------------------
+
+    def advance(self, watermark_ms: int) -> list[Alert]:
+        """Close every window whose end + allowed lateness the watermark has passed."""
+        if watermark_ms < self.clock_.watermark_:
+            self.counters_.watermark_regressions += 1
+        due = self.clock_.advance(int(watermark_ms), {p for p, _ in self.panes_})
+        alerts: list[Alert] = []
+        for start in due:
+            alerts.extend(self._close(start))
+        for key in [k for k in self.panes_ if self.clock_.pane_expired(k[0])]:
+            del self.panes_[key]
+        if self.concept_ is not None:
+            alerts.extend(self.concept_.advance(int(watermark_ms)))
+        for a in alerts:
+            self.counters_.alerts_by_kind[a.kind.value] = (
+                self.counters_.alerts_by_kind.get(a.kind.value, 0) + 1
+            )
+        return alerts
+
+    def _window(self, start: int, segment: str) -> WindowProfile | None:
+        end = start + self.clock_.size
+        merged: WindowProfile | None = None
+        for pane in range(start, end, self.clock_.hop):
+            prof = self.panes_.get((pane, segment))
+            if prof is None:
+                continue
+            prof = prof.relabel(start, end, prof.segment)
+            merged = prof if merged is None else merged.merge(prof)
+        return merged
+
+    def _close(self, start: int) -> list[Alert]:
+        self.counters_.windows_closed += 1
+        prof = self._window(start, "")
+        if prof is None:
+            return []
+        if self.carry_ is not None:  # tumbling windows under min_count were carried forward
+            carried, self.carry_ = self.carry_, None
+            span = (carried.window_start, prof.window_end)
+            prof = carried.relabel(*span, None).merge(prof.relabel(*span, None))
+        if prof.count < self.config.window.min_count:
+            self.counters_.windows_skipped_min_count += 1
+            if self.clock_.hop == self.clock_.size:
+                self.carry_ = prof
+            return []
+        self.counters_.windows_tested += 1
+        verdicts, raw_p = self.tester_.verdicts(prof, None)
+        verdicts.extend(self._gradual(prof, raw_p))
+        verdicts.extend(self._segment_verdicts(start))
+        alerts = [
+            a for v in sorted(verdicts, key=_verdict_order) for a in self.lifecycle_.observe(v)
+        ]
+        return sorted(alerts, key=_alert_order)
+
+    def _segment_verdicts(self, start: int) -> list[Verdict]:
+        seg_cfg = self.config.segments
+        if seg_cfg is None:
+            return []
+        out: list[Verdict] = []
+        for segment in [*self.segments_, OTHER_SEGMENT]:
+            prof = self._window(start, segment)
+            if prof is None:
+                continue
+            if prof.count < seg_cfg.min_count:
+                self.counters_.segment_windows_skipped_min_count += 1
+                continue
+            out.extend(self.tester_.verdicts(prof, segment)[0])
+        return out
+
+    def _gradual(self, prof: WindowProfile, raw_p: np.ndarray) -> list[Verdict]:
+        cfg = self.config.gradual
+        if cfg.detector == "none":
+            return []
+        columns = self.layout_.numeric + self.layout_.categorical
+        scores = probit(np.nan_to_num(raw_p, nan=1.0))
+        out = []
+        for i, name in enumerate(columns):
+            if not np.isfinite(raw_p[i]):
+                continue
+            det = self.gradual_.setdefault(name, GradualDetector(cfg))
+            detected = det.update(scores[i])
+            value = det.statistic if cfg.detector == "page_hinkley" else float(scores[i])
+            kind = (
+                AlertKind.PREDICTION_DRIFT if name in _PREDICTION_COLUMNS else AlertKind.DATA_DRIFT
+            )
+            out.append(
+                Verdict(
+                    kind=kind,
+                    detector=cfg.detector,
+                    statistic="probit_p_cusum" if cfg.detector == "page_hinkley" else "probit_p",
+                    value=float(value),
+                    threshold=float(cfg.threshold),
+                    breached=detected,
+                    window_start=prof.window_start,
+                    window_end=prof.window_end,
+                    window_count=prof.count,
+                    feature=name,
+                    evidence=Evidence(
+                        current={"score": float(scores[i])},
+                        notes={"windows_seen": str(det.windows_seen_)},
+                    ),
+                )
+            )
+        return out
+
+    # -- state -----------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole state (River detectors included), versioned; see `restore`."""
+        body = pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+        return SNAPSHOT_MAGIC + struct.pack(">H", SNAPSHOT_VERSION) + body
+
+    @classmethod
+    def restore(cls, data: bytes) -> Monitor:
+        if data[: len(SNAPSHOT_MAGIC)] != SNAPSHOT_MAGIC:
+            raise ValueError("not a driftwire monitor snapshot")
+        (version,) = struct.unpack(">H", data[len(SNAPSHOT_MAGIC) : len(SNAPSHOT_MAGIC) + 2])
+        if version != SNAPSHOT_VERSION:
+            raise ValueError(
+                f"monitor snapshot format {version} is not supported (this build reads "
+                f"{SNAPSHOT_VERSION}); rebuild the state by replaying from the reference"
+            )
+        mon = cls.__new__(cls)
+        mon.__dict__.update(pickle.loads(data[len(SNAPSHOT_MAGIC) + 2 :]))
+        return mon
+
+    def describe(self) -> str:
+        return json.dumps(
+            {
+                "model": self.config.id,
+                "reference": self.reference.reference_id,
+                "open_panes": len(self.panes_),
+                "segments": self.segments_,
+            }
+        )
+
+
+def _verdict_order(v: Verdict) -> tuple[Any, ...]:
+    return (v.window_start, *v.key)
+
+
+def _alert_order(a: Alert) -> tuple[Any, ...]:
+    return (
+        a.window_start,
+        a.kind.value,
+        a.detector,
+        a.feature or "",
+        a.segment or "",
+        a.status.value,
+    )
