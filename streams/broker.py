@@ -475,7 +475,7 @@ class LocalBroker:
 
     # internals ----------------------------------------------------------------
     def _prepare(self, java: str, classpath: str) -> _State:
-        """Write configs and format KRaft storage (kept across restarts)."""
+        """Pick ports, write configs, format KRaft storage on first start."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port = self.port or free_port()
@@ -485,10 +485,19 @@ class LocalBroker:
         props = broker_properties(port, controller_port, self.data_dir, self.overrides)
         _write_properties(self.props_file, props)
         (self.state_dir / "log4j2.properties").write_text(log4j2_properties(self.log_file))
-        cluster_id = _read_meta_cluster_id(self.data_dir) or new_cluster_id()
+        cluster_id = _read_meta_cluster_id(self.data_dir)
+        if cluster_id is None:  # first start: restarts keep their data and cluster id
+            cluster_id = new_cluster_id()
+            self._format(java, classpath, cluster_id)
+        return _State(0, port, controller_port, cluster_id, self.version)
+
+    def _format(self, java: str, classpath: str, cluster_id: str) -> None:
         cmd = [
             java,
-            *self._jvm_opts(),
+            # A short-lived tool: the C1 compiler alone starts it about twice as fast.
+            "-XX:TieredStopAtLevel=1",
+            "-Xmx256m",
+            f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",
             "-cp",
             classpath,
             "kafka.tools.StorageTool",
@@ -505,7 +514,6 @@ class LocalBroker:
                 f"formatting KRaft storage in {self.data_dir} failed (exit {proc.returncode}):\n"
                 f"{(proc.stdout + proc.stderr)[-3000:]}"
             )
-        return _State(0, port, controller_port, cluster_id, self.version)
 
     def _jvm_opts(self) -> list[str]:
         xms, xmx = self.heap

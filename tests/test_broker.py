@@ -136,7 +136,7 @@ def test_aiokafka_roundtrip_with_settings(kafka_bootstrap, make_topic):
 
 
 @pytest.mark.kafka
-def test_cli_start_status_stop_detached_broker(tmp_path):
+def test_cli_start_status_stop_restart(tmp_path):
     _needs_java_and_maven()
     state_dir = tmp_path / "broker"
     cli = [sys.executable, "-m", "driftwire.streams", "broker"]
@@ -174,6 +174,11 @@ def test_cli_start_status_stop_detached_broker(tmp_path):
         after = subprocess.run([*cli, "status", "--dir", str(state_dir)], capture_output=True)
         assert after.returncode == 1
         assert not probe(bootstrap, timeout=1)
+
+        # A restart in the same dir keeps the cluster and its data (new ports are fine).
+        restarted = LocalBroker(state_dir).start(timeout=120)
+        assert LocalBroker(state_dir).status().cluster_id == info["cluster_id"]
+        assert [m.value() for m in _consume(restarted, topic, expected=1)] == [b"hello"]
     finally:
         LocalBroker(state_dir).stop(timeout=5)
 
