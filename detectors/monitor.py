@@ -48,7 +48,16 @@ from driftwire.detectors.gradual import GradualDetector
 from driftwire.detectors.profile import LABEL_COLUMN, SCORE_COLUMN, ProfileLayout, WindowProfile
 from driftwire.detectors.quality import quality_checks
 from driftwire.detectors.reference import ReferenceProfile
-from driftwire.detectors.stats import chi2, correct, js, ks, probabilities, probit, psi, wasserstein
+from driftwire.detectors.stats import (
+    chi2,
+    correct,
+    js,
+    ks,
+    probabilities,
+    probit,
+    psi,
+    wasserstein_flat,
+)
 from driftwire.detectors.windows import WindowClock, pane_starts
 
 log = logging.getLogger(__name__)
@@ -106,6 +115,13 @@ class WindowTester:
             (n.q75 - n.q25) if config.drift.wasserstein_scale == "iqr" else n.std for n in nums
         ]
         self.w_scale = np.array([s if np.isfinite(s) and s > 0 else 1.0 for s in scale])
+        # bin boundaries per numeric column, outer ones filled in per window
+        self.positions = (
+            np.concatenate([np.concatenate([e[:1], e, e[-1:]]) for e in layout.edges])
+            if nums
+            else np.zeros(0)
+        )
+        self.bin_labels = [_bin_labels(e) for e in layout.edges]
 
     def stats(self, prof: WindowProfile) -> _ColumnStats:
         lay, eps = self.layout, self.config.drift.psi_epsilon
@@ -117,7 +133,7 @@ class WindowTester:
                 psi(self.ref_bins, prof.bins, boff, eps),
                 js(self.ref_bins, prof.bins, boff),
             )
-            w = np.array([self._wasserstein(prof, i) for i in range(len(lay.numeric))])
+            w = self._wasserstein(prof)
         else:
             d = p = psi_n = js_n = w = empty
         if len(lay.categorical):
@@ -128,18 +144,16 @@ class WindowTester:
             c2 = cp = psi_c = js_c = empty
         return _ColumnStats(d, p, psi_n, js_n, w, c2, cp, psi_c, js_c)
 
-    def _wasserstein(self, prof: WindowProfile, i: int) -> float:
-        lo, hi = self.layout.bin_offsets[i], self.layout.bin_offsets[i + 1]
-        if prof.bins[lo:hi].sum() == 0:
-            return 0.0
-        dist = wasserstein(
-            self.layout.edges[i],
-            self.ref_bins[lo:hi],
-            prof.bins[lo:hi],
-            float(prof.mins[i]),
-            float(prof.maxs[i]),
-        )
-        return dist / self.w_scale[i]
+    def _wasserstein(self, prof: WindowProfile) -> np.ndarray:
+        """All numeric columns at once; outer bins reach the window's own min/max."""
+        lay = self.layout
+        pos = self.positions.copy()
+        starts = lay.bin_offsets[:-1] + np.arange(len(lay.numeric))
+        ends = lay.bin_offsets[1:] + np.arange(len(lay.numeric))
+        pos[starts] = np.fmin(prof.mins, pos[starts + 1])
+        pos[ends] = np.fmax(prof.maxs, pos[ends - 1])
+        dist = wasserstein_flat(pos, self.ref_bins, prof.bins, lay.bin_offsets)
+        return np.where(prof.finite_counts(lay) > 0, dist / self.w_scale, 0.0)
 
     def verdicts(self, prof: WindowProfile, segment: str | None) -> tuple[list[Verdict], Any]:
         """Drift + quality verdicts, and the raw p-values per column for the gradual stage."""
@@ -236,7 +250,7 @@ class WindowTester:
                 "missing_rate": ref.missing_rate,
             }
             lo, hi = lay.bin_offsets[i], lay.bin_offsets[i + 1]
-            labels = _bin_labels(lay.edges[i])
+            labels = self.bin_labels[i]
             notes["top_bins"] = _top_moves(labels, self.ref_bins[lo:hi], prof.bins[lo:hi])
         else:
             j = i - n_num
@@ -500,7 +514,9 @@ class Monitor:
         for i, name in enumerate(columns):
             if not np.isfinite(raw_p[i]):
                 continue
-            det = self.gradual_.setdefault(name, GradualDetector(cfg))
+            det = self.gradual_.get(name)
+            if det is None:
+                det = self.gradual_[name] = GradualDetector(cfg)
             detected = det.update(scores[i])
             value = det.statistic if cfg.detector == "page_hinkley" else float(scores[i])
             kind = (

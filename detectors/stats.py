@@ -73,8 +73,9 @@ def ks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Kolmogorov-Smirnov on the binned CDFs: (max |F_ref - F_cur| over bin edges, p-value).
 
-    The p-value is scipy's two-sample asymptotic one (Kolmogorov distribution with
-    n_eff = n*m/(n+m), as `ks_2samp(method="asymp")`). Binning only removes points from the
+    The p-value is the asymptotic Kolmogorov one, kstwobign.sf(D * sqrt(n_eff)) with
+    n_eff = n*m/(n+m) (10x cheaper than the exact kstwo; they agree to 3 digits at n_eff in
+    the thousands). Binning only removes points from the
     max, so the statistic is <= the exact one and the p-value is conservative."""
     offsets = _offsets(ref, offsets)
     gap = np.abs(
@@ -85,7 +86,7 @@ def ks(
     n, m = _totals(ref, offsets), _totals(cur, offsets)
     with np.errstate(divide="ignore", invalid="ignore"):
         n_eff = np.where((n > 0) & (m > 0), n * m / (n + m), 0.0)
-    p = np.where(n_eff > 0, sps.kstwo.sf(d, np.maximum(np.round(n_eff), 1)), 1.0)
+    p = np.where(n_eff > 0, sps.kstwobign.sf(d * np.sqrt(n_eff)), 1.0)
     return d, np.clip(p, 0.0, 1.0)
 
 
@@ -128,19 +129,29 @@ def wasserstein(
     """Earth mover's distance between two binned distributions of one numeric feature.
 
     ``ref``/``cur`` are counts in [below edges[0], inner bins, above edges[-1]]; the outer
-    bins span [lo, edges[0]] and [edges[-1], hi] (the window's observed min/max). Mass is
-    taken as uniform within a bin, so both CDFs are piecewise linear and |F - G| is
-    integrated exactly between edges."""
-    x = np.concatenate([[min(lo, edges[0])], edges, [max(hi, edges[-1])]])
-    f = np.concatenate([[0.0], np.cumsum(probabilities(ref))])
-    g = np.concatenate([[0.0], np.cumsum(probabilities(cur))])
-    d = f - g
-    d0, d1, width = d[:-1], d[1:], np.diff(x)
-    same_sign = d0 * d1 >= 0
+    bins span [lo, edges[0]] and [edges[-1], hi] (the window's observed min/max)."""
+    positions = np.concatenate([[min(lo, edges[0])], edges, [max(hi, edges[-1])]])
+    return float(wasserstein_flat(positions, ref, cur, np.array([0, len(ref)]))[0])
+
+
+def wasserstein_flat(
+    positions: np.ndarray, ref: np.ndarray, cur: np.ndarray, offsets: np.ndarray
+) -> np.ndarray:
+    """`wasserstein` for many features: ``positions`` holds, per feature, the len(bins) + 1
+    bin boundaries (outer ones included). Mass is taken as uniform within a bin, so both
+    CDFs are piecewise linear and |F - G| is integrated exactly between boundaries."""
+    d = _segment_cumsum(probabilities(ref, offsets), offsets) - _segment_cumsum(
+        probabilities(cur, offsets), offsets
+    )
+    d = np.insert(d, offsets[:-1], 0.0)  # both CDFs are 0 at each feature's lowest boundary
+    starts = offsets[:-1] + np.arange(len(offsets) - 1)  # feature starts in `positions`
+    d0, d1 = d[:-1], d[1:]
+    width = np.diff(positions)
+    width[starts[1:] - 1] = 0.0  # the step from one feature to the next is not a bin
     with np.errstate(divide="ignore", invalid="ignore"):
         crossing = (d0 * d0 + d1 * d1) / (2 * (np.abs(d0) + np.abs(d1)))
-    area = np.where(same_sign, 0.5 * (np.abs(d0) + np.abs(d1)), np.nan_to_num(crossing))
-    return float(np.sum(area * width))
+    area = np.where(d0 * d1 >= 0, 0.5 * (np.abs(d0) + np.abs(d1)), np.nan_to_num(crossing))
+    return np.add.reduceat(area * width, starts)
 
 
 def correct(p_values: np.ndarray, method: str) -> np.ndarray:
