@@ -189,10 +189,8 @@ def regression_stream(
 
 
 class Tracker(Protocol):
-    window_ms: int
+    """A ConceptTracker; a Monitor (update_features / update_outcomes) works too."""
 
-    def observe_predictions(self, batch: FeatureBatch) -> None: ...
-    def observe_outcomes(self, batch: OutcomeBatch) -> None: ...
     def advance(self, watermark_ms: int) -> list[Alert]: ...
 
 
@@ -222,11 +220,13 @@ def replay(
     stream: LabelStream, tracker: Tracker, batch: int = 1000, flush_ms: int | None = None
 ) -> list[Alert]:
     """Feed a whole stream, then advance ``flush_ms`` (default: 30 days) past its end."""
+    on_predictions = getattr(tracker, "update_features", None) or tracker.observe_predictions
+    on_outcomes = getattr(tracker, "update_outcomes", None) or tracker.observe_outcomes
     alerts: list[Alert] = []
     for step in steps(stream, batch):
-        tracker.observe_predictions(step.predictions)
+        alerts += on_predictions(step.predictions) or []
         if step.outcomes is not None:
-            tracker.observe_outcomes(step.outcomes)
+            alerts += on_outcomes(step.outcomes) or []
         alerts += tracker.advance(step.watermark)
     end = int(stream.predictions.event_time[-1])
     alerts += tracker.advance(end + (flush_ms if flush_ms is not None else 30 * 86_400_000))

@@ -1,9 +1,9 @@
 """Windowed model performance from joined records, label coverage, and the test vs reference.
 
-Per event-time window *of the predictions* this keeps mergeable sums: predictions
-seen, labelled, censored, and for each metric the count, sum and sum of squares of
-its per-record value (error bit, log loss, Brier, absolute and squared error), plus
-the binary confusion counts for precision / recall / F1 of ``positive_class``.
+Per event-time window *of the predictions* this counts predictions seen, labelled
+and censored, and keeps the joined records until the window is final; each metric
+is the mean of a per-record value (error bit, log loss, Brier, absolute and squared
+error), and precision / recall / F1 are for ``positive_class``.
 
 Provisional vs final. A window is *released* once the watermark passes its end by
 the label horizon. From then on:
@@ -123,7 +123,12 @@ def record_metrics(joined: JoinedBatch, config: ConceptConfig) -> dict[str, np.n
 
 @dataclass(slots=True)
 class WindowPerformance:
-    """Everything known about one prediction window's labels so far."""
+    """Everything known about one prediction window's labels so far.
+
+    The joined records are kept (not running sums) until the window is final, and
+    measured sorted by (event time, prediction id): float sums then do not depend on
+    label arrival order, so neither do the alerts, to the last bit.
+    """
 
     start: int
     end: int
@@ -131,34 +136,54 @@ class WindowPerformance:
     labelled: int = 0
     censored: int = 0
     evicted: int = 0
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    metrics: dict[str, Moments] = field(default_factory=dict)
+    parts: list[JoinedBatch] = field(default_factory=list)
     provisional_done: bool = False
 
     @property
     def coverage(self) -> float:
         return self.labelled / self.predictions if self.predictions else math.nan
 
-    def summary(self) -> dict[str, float]:
-        out = {
+    def measure(self, config: ConceptConfig) -> tuple[dict[str, Moments], dict[str, float]]:
+        """Per-metric moments and a summary (counts, coverage, every metric's value)."""
+        summary = {
             "predictions": float(self.predictions),
             "labelled": float(self.labelled),
             "censored": float(self.censored),
             "coverage": self.coverage,
         }
-        out.update({name: m.mean for name, m in self.metrics.items() if m.n})
-        if "error_rate" in out:
-            out["accuracy"] = 1.0 - out["error_rate"]
-        if "mse" in out:
-            out["rmse"] = math.sqrt(out["mse"])
-        if self.tp + self.fp + self.fn:
-            precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
-            recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            out.update(precision=precision, recall=recall, f1=f1)
-        return out
+        if not self.parts:
+            return {}, summary
+        joined = _sorted(self.parts)
+        metrics = {}
+        for name, values in record_metrics(joined, config).items():
+            metrics[name] = m = Moments()
+            m.add(values)
+            if m.n:
+                summary[name] = m.mean
+        if "error_rate" in summary:
+            summary["accuracy"] = 1.0 - summary["error_rate"]
+        if "mse" in summary:
+            summary["rmse"] = math.sqrt(summary["mse"])
+        if config.task == "binary":
+            summary.update(_precision_recall(joined, config.positive_class))
+        return metrics, summary
+
+
+def _sorted(parts: list[JoinedBatch]) -> JoinedBatch:
+    cat = JoinedBatch(*(np.concatenate([getattr(p, col) for p in parts]) for col in _COLUMNS))
+    return cat.take(np.lexsort((cat.prediction_id, cat.event_time)))
+
+
+_COLUMNS = ("event_time", "prediction_id", "loss", "score", "predicted", "actual", "outcome_time")
+
+
+def _precision_recall(joined: JoinedBatch, positive: str) -> dict[str, float]:
+    pred, true = joined.predicted == positive, joined.actual == positive
+    tp, fp, fn = int((pred & true).sum()), int((pred & ~true).sum()), int((~pred & true).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 class PerformanceTracker:
@@ -199,36 +224,16 @@ class PerformanceTracker:
         starts = joined.event_time - joined.event_time % self.window_ms
         keep = starts >= self.final_until_
         self.after_final_ += int((~keep).sum())
-        if not keep.all():
-            joined, starts = joined.take(keep), starts[keep]
-        values = record_metrics(joined, self.config)
-        uniq, inverse = np.unique(starts, return_inverse=True)
-        labelled = np.bincount(inverse, minlength=len(uniq))
-        sums = {k: _group_moments(v, inverse, len(uniq)) for k, v in values.items()}
-        confusion = self._confusion(joined, inverse, len(uniq))
-        for g, start in enumerate(uniq.tolist()):
+        uniq, inverse = np.unique(starts[keep], return_inverse=True)
+        if len(uniq) == 1 and keep.all():
+            groups = [joined]
+        else:
+            kept = joined.take(keep)
+            groups = [kept.take(inverse == g) for g in range(len(uniq))]
+        for start, part in zip(uniq.tolist(), groups, strict=True):
             win = self._window(start)
-            win.labelled += int(labelled[g])
-            for name, (n, total, total_sq) in sums.items():
-                win.metrics.setdefault(name, Moments()).merge(
-                    Moments(int(n[g]), float(total[g]), float(total_sq[g]))
-                )
-            if confusion is not None:
-                win.tp += int(confusion[0][g])
-                win.fp += int(confusion[1][g])
-                win.fn += int(confusion[2][g])
-
-    def _confusion(
-        self, joined: JoinedBatch, inverse: np.ndarray, groups: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        if self.config.task != "binary":
-            return None
-        pos = self.config.positive_class
-        pred, true = joined.predicted == pos, joined.actual == pos
-        return tuple(  # type: ignore[return-value]
-            np.bincount(inverse, weights=m.astype(float), minlength=groups)
-            for m in (pred & true, pred & ~true, ~pred & true)
-        )
+            win.labelled += len(part)
+            win.parts.append(part)
 
     def verdicts(self, release_cutoff: int, watermark: int) -> list[Verdict]:
         """Provisional verdicts for newly released windows, then final ones in window order."""
@@ -253,32 +258,36 @@ class PerformanceTracker:
         return expired or win.coverage >= self.config.coverage_threshold
 
     def _finalise(self, win: WindowPerformance) -> list[Verdict]:
-        del self.windows_[win.start]
+        del self.windows_[win.start]  # its records go with it: memory is bounded by open windows
         self.final_until_ = win.end
-        summary = win.summary()
-        summary["window_start"] = float(win.start)
-        self.history_.append(summary)
+        metrics, summary = win.measure(self.config)
+        self.history_.append(summary | {"window_start": float(win.start)})
         if self.reference_ is None:
-            self._pool_reference(win)
+            self._pool_reference(win, metrics)
             return []
-        return self._test(win, provisional=False)
+        return self._test(win, provisional=False, measured=(metrics, summary))
 
-    def _pool_reference(self, win: WindowPerformance) -> None:
+    def _pool_reference(self, win: WindowPerformance, metrics: dict[str, Moments]) -> None:
         if win.labelled < self.config.min_labels:
             return
-        for name, m in win.metrics.items():
+        for name, m in metrics.items():
             self._pool.setdefault(name, Moments()).merge(m)
         self._pooled_windows += 1
         if self._pooled_windows >= self.config.reference_windows:
             self.reference_, self._pool = self._pool, {}
 
-    def _test(self, win: WindowPerformance, provisional: bool) -> list[Verdict]:
+    def _test(
+        self,
+        win: WindowPerformance,
+        provisional: bool,
+        measured: tuple[dict[str, Moments], dict[str, float]] | None = None,
+    ) -> list[Verdict]:
         if self.reference_ is None or win.labelled < self.config.min_labels:
             return []
+        metrics, summary = measured or win.measure(self.config)
         out = []
-        summary = win.summary()
         for name in self.tested:
-            ref, cur = self.reference_.get(name), win.metrics.get(name)
+            ref, cur = self.reference_.get(name), metrics.get(name)
             if ref is None or cur is None or cur.n < self.config.min_labels or ref.n < 2:
                 continue
             c = compare(ref, cur, self.config.confidence, self.config.min_degradation)
@@ -319,15 +328,3 @@ class PerformanceTracker:
             ),
             provisional=provisional,
         )
-
-
-def _group_moments(
-    values: np.ndarray, inverse: np.ndarray, groups: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ok = ~np.isnan(values)
-    v = np.where(ok, values, 0.0)
-    return (
-        np.bincount(inverse, weights=ok.astype(float), minlength=groups),
-        np.bincount(inverse, weights=v, minlength=groups),
-        np.bincount(inverse, weights=v * v, minlength=groups),
-    )

@@ -178,8 +178,11 @@ class SequentialDetector:
         for i, x in enumerate(fed):
             update(x)
             if det.drift_detected:
-                changes.append(Change(offset + i, "drift", self._mean_before(raw, last, i)))
-                self.drifts_ += 1
+                before = self._mean_before(raw, last, i)
+                # ADWIN is two-sided: a model getting better is not an alert (restart anyway)
+                if not (self.name == "adwin" and det.estimation * self.scale_ <= before):
+                    changes.append(Change(offset + i, "drift", before))
+                    self.drifts_ += 1
                 self.detector_ = det = make_river(self.name, self.params)
                 update = det.update
                 self.n_, self.total_, last = 0, 0.0, i + 1
