@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -120,6 +121,8 @@ def ensure_kafka_jars(version: str = DEFAULT_VERSION, home: Path | None = None) 
     cached under ``<home>/kafka/<version>/``.  A file lock makes concurrent callers
     (two pytest sessions, a CLI) wait for one download instead of racing.
     """
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):  # it names a directory and goes in a pom
+        raise BrokerError(f"Kafka version must look like 4.4.0, got {version!r}")
     cache = (home or driftwire_home()) / "kafka" / version
     cache.mkdir(parents=True, exist_ok=True)
     cp_file = cache / "classpath.txt"

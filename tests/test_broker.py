@@ -20,6 +20,7 @@ from driftwire.streams.broker import (
     STATE_FILE,
     BrokerError,
     LocalBroker,
+    ensure_kafka_jars,
     new_cluster_id,
     probe,
 )
@@ -245,3 +246,9 @@ def test_cli_help_lists_broker_commands():
 def test_cli_rejects_bad_log_level():
     result = CliRunner().invoke(app, ["--log-level", "LOUD", "env"])
     assert result.exit_code != 0
+
+
+def test_bad_kafka_version_is_rejected_before_maven(tmp_path):
+    with pytest.raises(BrokerError, match="must look like"):
+        ensure_kafka_jars("4.4.0/../../etc", home=tmp_path)
+    assert not (tmp_path / "kafka").exists()
