@@ -132,7 +132,10 @@ def class_names(values: np.ndarray) -> np.ndarray:
         out[ints] = values[ints].astype(np.int64).astype(str)
         out[np.isnan(values)] = ""
         return out
-    return np.array([_class_name(v) for v in values.tolist()], dtype=str)
+    items = values.tolist()
+    if set(map(type, items)) == {str}:  # the common case, without a Python-level loop
+        return np.array(items, dtype=str)
+    return np.array([_class_name(v) for v in items], dtype=str)
 
 
 def _class_name(value: Any) -> str:
