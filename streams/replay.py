@@ -74,17 +74,30 @@ _SUFFIXES = {
 }
 
 
+NO_TIME = -(2**62)
+
+
 @dataclass(slots=True)
 class Step:
-    """Events with event time in (previous watermark, `watermark`], per model, time-sorted."""
+    """Events released up to `watermark` (event time, ms).
+
+    Files give columnar per-model `features` (time-sorted); topics give `records`:
+    decoded feature records per partition in offset order, as ``(partition, records,
+    next_offset)``, which the backtest hands to the worker's own stage-1 profiler.
+    """
 
     watermark: int
     features: list[FeatureBatch] = field(default_factory=list)
     outcomes: list[OutcomeBatch] = field(default_factory=list)
+    records: list[tuple[int, list[dict], int]] = field(default_factory=list)
 
     @property
     def events(self) -> int:
-        return sum(len(b) for b in self.features) + sum(len(b) for b in self.outcomes)
+        return (
+            sum(len(b) for b in self.features)
+            + sum(len(b) for b in self.outcomes)
+            + sum(len(r) for _, r, _ in self.records)
+        )
 
 
 # --------------------------------------------------------------------------- batch helpers
@@ -457,35 +470,50 @@ def plan_range(
 
 
 @dataclass(slots=True)
+class Chunk:
+    """Decoded records of one partition, in offset order, with their event times."""
+
+    times: np.ndarray  # int64 ms, one per record
+    records: list[dict]
+    offsets: np.ndarray  # int64, one per record
+    next_offset: int  # offset after the last message this chunk covers
+
+    def split(self, k: int) -> tuple[Chunk, Chunk]:
+        head_next = int(self.offsets[k]) if k < len(self.records) else self.next_offset
+        head = Chunk(self.times[:k], self.records[:k], self.offsets[:k], head_next)
+        tail = Chunk(self.times[k:], self.records[k:], self.offsets[k:], self.next_offset)
+        return head, tail
+
+
+@dataclass(slots=True)
 class _Pending:
-    """Decoded rows of one partition not yet released, and how far its event time got."""
+    """Records of one partition not yet released, and how far its event time got."""
 
     kind: str  # "features" | "outcomes"
-    high: int = -(2**62)
+    high: int = NO_TIME  # highest event time read so far
+    released: int = NO_TIME  # highest event time released so far
     done: bool = False
-    batches: list[Any] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
 
 
 class EventTimeMerger:
-    """K-way merge of partitions by event time, column-wise.
+    """K-way merge of partitions by event time.
 
-    Rows are released once every unfinished partition has shown an event time at or past
-    them; per partition, events are expected roughly in time order (late ones are still
-    released, in the next step, as the engine's allowed lateness would handle them live).
+    Each partition is released as a prefix in offset order, never reordered (the worker's
+    lateness rule depends on that order): the longest prefix whose running maximum event
+    time is at or before the *frontier*, the smallest highest-time-read over the partitions
+    not yet finished. Across partitions the released steps therefore advance in event time.
     """
 
     def __init__(self, sources: Iterable[tuple[tuple[str, int], str]]) -> None:
-        self.pending: dict[tuple[str, int], _Pending] = {
-            key: _Pending(kind) for key, kind in sources
-        }
-        self.released_ = -(2**62)
+        self.pending = {key: _Pending(kind) for key, kind in sources}
+        self.released_ = NO_TIME
 
-    def add(self, key: tuple[str, int], batches: Iterable[FeatureBatch | OutcomeBatch]) -> None:
+    def add(self, key: tuple[str, int], chunk: Chunk) -> None:
         state = self.pending[key]
-        for batch in batches:
-            if len(batch):
-                state.batches.append(batch)
-                state.high = max(state.high, int(batch.event_time.max()))
+        state.chunks.append(chunk)
+        if len(chunk.times):
+            state.high = max(state.high, int(chunk.times.max()))
 
     def finish(self, key: tuple[str, int]) -> None:
         self.pending[key].done = True
@@ -497,34 +525,26 @@ class EventTimeMerger:
             return min(open_highs)
         return max((s.high for s in self.pending.values()), default=self.released_)
 
-    def release(self) -> Step | None:
-        """The rows at or before the frontier, as one step; None if nothing is due."""
+    def release(self) -> tuple[int, list[tuple[tuple[str, int], str, Chunk]]]:
+        """(watermark, released chunks per partition) for everything due at the frontier."""
         frontier = self.frontier
-        if frontier <= self.released_ and all(not s.batches for s in self.pending.values()):
-            return None
-        ready: dict[tuple[str, str], list[Any]] = {}
-        for state in self.pending.values():
-            keep = []
-            for batch in state.batches:
-                due = batch.event_time <= frontier
-                if due.all():
-                    ready.setdefault((state.kind, batch.model_id), []).append(batch)
-                elif due.any():
-                    ready.setdefault((state.kind, batch.model_id), []).append(batch.take(due))
-                    keep.append(batch.take(~due))
-                else:
-                    keep.append(batch)
-            state.batches = keep
-        if not ready and frontier <= self.released_:
-            return None
-        step = Step(watermark=max(frontier, self.released_))
-        self.released_ = step.watermark
-        for (kind, _model), parts in sorted(ready.items()):
-            if kind == "features":
-                step.features.append(sort_by_time(concat_features(parts)))
-            else:
-                step.outcomes.append(sort_by_time(concat_outcomes(parts)))
-        return step
+        out = []
+        for key, state in self.pending.items():
+            keep: list[Chunk] = []
+            for i, chunk in enumerate(state.chunks):
+                running = np.maximum.accumulate(np.append(state.released, chunk.times))[1:]
+                k = int(np.searchsorted(running, frontier, side="right"))
+                head, tail = chunk.split(k)
+                if len(head.records) or k == len(chunk.records):
+                    out.append((key, state.kind, head))
+                if len(head.records):
+                    state.released = max(state.released, int(running[k - 1]))
+                if k < len(chunk.records):
+                    keep = [tail, *state.chunks[i + 1 :]]
+                    break
+            state.chunks = keep
+        self.released_ = max(self.released_, frontier)
+        return self.released_, out
 
 
 @dataclass
@@ -570,22 +590,22 @@ class TopicRange:
 
 def topic_steps(
     replay: TopicRange,
-    decode_features: Callable[[list[bytes | None], PartitionRange, list[int]], list[FeatureBatch]],
-    decode_outcomes: Callable[[list[bytes | None], PartitionRange, list[int]], list[OutcomeBatch]]
+    decode_features: Callable[[list[bytes | None], PartitionRange, list[int]], list[dict]],
+    decode_outcomes: Callable[[list[bytes | None], PartitionRange, list[int]], list[dict]]
     | None = None,
     on_messages: Callable[[int], None] | None = None,
 ) -> Iterator[Step]:
     """Read the fixed offset ranges and yield steps merged in event time.
 
-    The decoders turn one partition's message values (with their offsets) into per-model
-    batches; bad messages are theirs to count and skip.
+    The decoders turn one partition's message values (with their offsets) into
+    ``FeatureEvent`` / ``OutcomeEvent`` records; bad messages are theirs to count and skip.
+    Feature records stay per partition in offset order (`Step.records`), outcomes become
+    per-model batches.
     """
     consumer = replay.open()
     try:
         by_key = {(r.topic, r.partition): r for r in replay.ranges_}
-        kinds = {
-            key: "outcomes" if key[0] == replay.outcomes_topic else "features" for key in by_key
-        }
+        kinds = {k: "outcomes" if k[0] == replay.outcomes_topic else "features" for k in by_key}
         merger = EventTimeMerger(kinds.items())
         active = [r for r in replay.ranges_ if r.size > 0]
         for r in replay.ranges_:
@@ -596,20 +616,12 @@ def topic_steps(
         remaining = {(r.topic, r.partition) for r in active}
         while remaining:
             messages = consumer.consume(replay.batch_size, timeout=replay.poll_timeout)
-            grouped: dict[tuple[str, int], tuple[list[bytes | None], list[int]]] = {}
-            for msg in messages:
-                if msg.error() is not None:
-                    raise KafkaException(msg.error())
-                key = (msg.topic(), msg.partition())
-                if key not in remaining or msg.offset() >= by_key[key].end:
-                    continue
-                values, offsets = grouped.setdefault(key, ([], []))
-                values.append(msg.value())
-                offsets.append(msg.offset())
-            for key, (values, offsets) in grouped.items():
+            read = _read_messages(messages, by_key, remaining)
+            for key, (values, offsets) in read.items():
                 decode = decode_features if kinds[key] == "features" else decode_outcomes
                 assert decode is not None
-                merger.add(key, decode(values, by_key[key], offsets))
+                records = decode(values, by_key[key], offsets)
+                merger.add(key, _chunk(records, values, offsets))
                 if offsets[-1] + 1 >= by_key[key].end:
                     _finish(consumer, merger, remaining, key)
                 if on_messages is not None:
@@ -619,14 +631,51 @@ def topic_steps(
                 for tp in consumer.position([TopicPartition(*key) for key in sorted(remaining)]):
                     if tp.offset >= by_key[(tp.topic, tp.partition)].end:
                         _finish(consumer, merger, remaining, (tp.topic, tp.partition))
-            step = merger.release()
-            if step is not None and step.events:
+            step = _step(*merger.release())
+            if step.events:
                 yield step
-        step = merger.release()
-        if step is not None and step.events:
-            yield step
     finally:
         consumer.close()
+
+
+def _read_messages(
+    messages: list[Any], by_key: Mapping[tuple[str, int], PartitionRange], remaining: set
+) -> dict[tuple[str, int], tuple[list[bytes | None], list[int]]]:
+    grouped: dict[tuple[str, int], tuple[list[bytes | None], list[int]]] = {}
+    for msg in messages:
+        if msg.error() is not None:
+            raise KafkaException(msg.error())
+        key = (msg.topic(), msg.partition())
+        if key not in remaining or msg.offset() >= by_key[key].end:
+            continue
+        values, offsets = grouped.setdefault(key, ([], []))
+        values.append(msg.value())
+        offsets.append(msg.offset())
+    return grouped
+
+
+def _chunk(records: list[dict], values: list[Any], offsets: list[int]) -> Chunk:
+    """Records with their offsets; a decoder that dropped bad messages sets `_offset`."""
+    if len(records) == len(values):
+        kept = np.asarray(offsets, dtype=np.int64)
+    else:
+        kept = np.fromiter((r["_offset"] for r in records), np.int64, len(records))
+    times = np.fromiter((r["event_time"] for r in records), np.int64, len(records))
+    return Chunk(times, records, kept, offsets[-1] + 1)
+
+
+def _step(watermark: int, released: list[tuple[tuple[str, int], str, Chunk]]) -> Step:
+    step = Step(watermark=watermark)
+    outcome_records: dict[str, list[dict]] = {}
+    for (_topic, partition), kind, chunk in released:
+        if kind == "features":
+            step.records.append((partition, chunk.records, chunk.next_offset))
+        else:
+            for record in chunk.records:
+                outcome_records.setdefault(str(record["model_id"]), []).append(record)
+    for model in sorted(outcome_records):
+        step.outcomes.append(sort_by_time(OutcomeBatch.from_records(outcome_records[model])))
+    return step
 
 
 def _finish(
