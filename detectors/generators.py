@@ -176,6 +176,8 @@ def _batch(
             shift = d.magnitude * d.factor(t, uniform)
             for f in d.features:
                 numeric[names.index(f)] += shift
+    # the model scored the true values; a missing spike is in what the monitor receives
+    logit = sum(0.8 * numeric[i] for i in range(min(3, spec.n_numeric))) + 0.5 * noise
     num = {f: numeric[i] for i, f in enumerate(names)}
     cat = {f: categories[cat_codes[i]] for i, f in enumerate(spec.categorical_names)}
     for d in drifts:
@@ -193,7 +195,6 @@ def _batch(
             hit = live & (np.abs(noise) < _normal_quantile_half(d.share))
             cat[d.feature] = cat[d.feature].copy()
             cat[d.feature][hit] = d.category
-    logit = sum(0.8 * numeric[i] for i in range(min(3, spec.n_numeric))) + 0.5 * noise
     return FeatureBatch(
         model_id=spec.model_id,
         prediction_id=idx.astype(str).astype(object),
