@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import typer
+from driftwire.streams.cli_backtest import backtest as backtest_command
 from driftwire.streams.cli_broker import app as broker_app
 from driftwire.streams.settings import ENV_VARS
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 
 app.add_typer(broker_app, name="broker")
+app.command("backtest")(backtest_command)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

@@ -564,28 +564,45 @@ class TopicRange:
     def events(self) -> int:
         return sum(r.size for r in self.ranges_)
 
-    def open(self) -> Consumer:
-        """Create the consumer and fix the offsets to read (call once, before `steps`)."""
-        conf = {
-            **self.config,
-            "group.id": f"driftwire-backtest-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-        }
-        consumer = Consumer(conf)
+    def _consumer(self) -> Consumer:
+        return Consumer(
+            {
+                **self.config,
+                "group.id": f"driftwire-backtest-{uuid.uuid4().hex[:12]}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+            }
+        )
+
+    def plan(self) -> list[PartitionRange]:
+        """Fix the offsets to read now (so a live topic does not make the replay endless)."""
+        consumer = self._consumer()
+        try:
+            self._plan(consumer)
+        finally:
+            consumer.close()
+        return self.ranges_
+
+    def _plan(self, consumer: Consumer) -> None:
         topics = [self.features_topic] + ([self.outcomes_topic] if self.outcomes_topic else [])
         self.ranges_ = [
             r for t in topics for r in plan_range(consumer, t, self.start_ms, self.end_ms)
         ]
-        log.info(
-            "replay of %s: %d partitions, %d messages",
-            ", ".join(topics),
-            len(self.ranges_),
-            self.events,
-        )
+        log.info("replay of %s: %d partitions, %d messages", ", ".join(topics),
+                 len(self.ranges_), self.events)  # fmt: skip
+
+    def open(self) -> Consumer:
+        """The reading consumer; plans the offsets first unless `plan()` already did."""
+        consumer = self._consumer()
+        if not self.ranges_:
+            self._plan(consumer)
         return consumer
+
+    def feature_partitions(self) -> list[int]:
+        """Features partitions with something to replay (they are the ones that report)."""
+        return [r.partition for r in self.ranges_ if r.topic == self.features_topic and r.size]
 
 
 def topic_steps(
