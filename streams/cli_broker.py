@@ -33,6 +33,11 @@ DirOption = typer.Option(
 VersionOption = typer.Option(DEFAULT_VERSION, "--kafka-version", help="Apache Kafka version.")
 
 
+def _print_raw(text: str) -> None:
+    """Log excerpts hold [brackets] rich would read as markup, and long lines."""
+    err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def _parse_overrides(items: list[str]) -> dict[str, str]:
     overrides = {}
     for item in items:
@@ -50,7 +55,7 @@ def start(
     kafka_version: str = VersionOption,
     timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for metadata."),
     heap: str = typer.Option(DEFAULT_HEAP[1], "--heap", help="JVM max heap (-Xmx), e.g. 1g."),
-    settings: list[str] = typer.Option(  # noqa: B008 - typer declares options this way
+    settings: list[str] = typer.Option(
         [], "--set", help="Extra server.properties entry KEY=VALUE (repeatable)."
     ),
 ) -> None:
@@ -67,7 +72,8 @@ def start(
         with err.status(f"starting Apache Kafka {kafka_version} ..."):
             bootstrap = broker.start(timeout=timeout)
     except BrokerError as exc:
-        err.print(f"[red]broker failed to start[/red]: {exc}", markup=True, highlight=False)
+        err.print("[red]broker failed to start[/red]")
+        _print_raw(str(exc))
         raise typer.Exit(1) from exc
     err.print(f"broker up at [bold]{bootstrap}[/bold]; logs: {broker.log_file}")
     typer.echo(bootstrap)
@@ -111,7 +117,8 @@ def fetch(kafka_version: str = VersionOption) -> None:
     try:
         classpath = ensure_kafka_jars(kafka_version)
     except BrokerError as exc:
-        err.print(f"[red]fetch failed[/red]: {exc}", highlight=False)
+        err.print("[red]fetch failed[/red]")
+        _print_raw(str(exc))
         raise typer.Exit(1) from exc
     jars = classpath.split(":")
     err.print(f"Kafka {kafka_version}: {len(jars)} jars ready ({driftwire_home() / 'kafka'})")
