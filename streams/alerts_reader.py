@@ -12,11 +12,19 @@ the end offsets it saw when it started or follows the topic for new alerts.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from driftwire.detectors.alerts import Alert
 from driftwire.schemas.errors import DecodeError
 from driftwire.schemas.records import alert_from_record
@@ -113,17 +121,27 @@ class AlertsReader:
         self.consumer.assign(parts)
         return parts
 
-    def read(self, follow: bool, idle_timeout: float = 1.0) -> Iterator[Alert]:
-        """Alerts in arrival order per partition; without `follow`, stops at the end."""
+    def read(
+        self, follow: bool, idle_timeout: float = 1.0, until: float | None = None
+    ) -> Iterator[Alert]:
+        """Alerts in arrival order per partition; without `follow`, stops at the end.
+
+        `until` is a `time.monotonic()` deadline after which reading stops either way.
+        """
         at_end: set[int] = set()
-        while True:
-            msg = self.consumer.poll(idle_timeout)
+        while until is None or time.monotonic() < until:
+            wait = (
+                idle_timeout
+                if until is None
+                else max(0.0, min(idle_timeout, until - time.monotonic()))
+            )
+            msg = self.consumer.poll(wait)
             if msg is None:
                 if not follow and len(at_end) == len(self.partitions_):
                     return
                 continue
             if msg.error():
-                if msg.error().code() == -191:  # _PARTITION_EOF
+                if msg.error().code() == KafkaError._PARTITION_EOF:
                     at_end.add(msg.partition())
                     if not follow and len(at_end) == len(self.partitions_):
                         return

@@ -51,12 +51,15 @@ def format_alert(alert: Alert) -> str:
     where = alert.feature or "-"
     if alert.segment:
         where += f" [{alert.segment}]"
-    p = f" p={alert.p_value:.2g}" if alert.p_value is not None else ""
+    if alert.p_value is not None:
+        # p-value tests alarm on p below the threshold, not on the statistic above it
+        test = f"{alert.statistic}={alert.value:.3g} p={alert.p_value:.2g} (<{alert.threshold:.2g})"
+    else:
+        test = f"{alert.statistic}={alert.value:.4g} (>{alert.threshold:.4g})"
     flag = " (provisional)" if alert.provisional else ""
     return (
         f"[{style}]{alert.status.value:8} {alert.severity.value:8}[/] {when} "
-        f"{alert.model_id:12} {alert.kind.value:17} {where:18} "
-        f"{alert.detector}:{alert.statistic}={alert.value:.4g} (>{alert.threshold:.4g}){p}"
+        f"{alert.model_id:15} {alert.kind.value:16} {where:18} {alert.detector}: {test}"
         f" n={alert.window_count}{flag}"
     )
 
