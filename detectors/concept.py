@@ -61,7 +61,7 @@ from driftwire.detectors.alerts import (
     Verdict,
 )
 from driftwire.detectors.batch import FeatureBatch, OutcomeBatch
-from driftwire.detectors.join import JoinCounts, JoinedBatch, Joiner
+from driftwire.detectors.join import JoinCounts, JoinedBatch, Joiner, canonical_order
 from driftwire.detectors.performance import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
@@ -255,7 +255,7 @@ class ConceptTracker:
             times = np.concatenate([p.event_time for p in parts])
             pids = np.concatenate([p.prediction_id for p in parts])
             losses = np.concatenate([p.loss for p in parts])
-            order = np.lexsort((pids, times))  # event time, then id: arrival-order free
+            order = canonical_order(times, pids)
             losses, times = losses[order], times[order]
             for name, det in self.detectors.items():
                 changes = det.update(losses)

@@ -122,6 +122,17 @@ class JoinedBatch:
         )
 
 
+def canonical_order(event_time: np.ndarray, prediction_id: np.ndarray) -> np.ndarray:
+    """Index sorting records by (event time, prediction id): independent of arrival order.
+
+    Sorting strings is slow, so ids only break ties when event times collide.
+    """
+    order = np.argsort(event_time, kind="stable")
+    if np.any(np.diff(event_time[order]) == 0):
+        order = np.lexsort((prediction_id, event_time))
+    return order
+
+
 def class_names(values: np.ndarray) -> np.ndarray:
     """Class labels as strings: 1, 1.0, True and "1" all become "1"; missing becomes ""."""
     if values.dtype.kind in "iub":
@@ -138,6 +149,15 @@ def class_names(values: np.ndarray) -> np.ndarray:
     return np.array([_class_name(v) for v in items], dtype=str)
 
 
+def _id_list(ids: np.ndarray) -> list[str]:
+    """Prediction ids as Python strings (kept as given when they already are: their
+    hashes are cached, which matters at a million dict operations a second)."""
+    items = ids.tolist()
+    if set(map(type, items)) == {str}:
+        return items
+    return [str(i) for i in items]
+
+
 def _class_name(value: Any) -> str:
     if value is None:
         return ""
@@ -148,8 +168,23 @@ def _class_name(value: Any) -> str:
     return str(value)
 
 
+@dataclass(slots=True)
+class _Chunk:
+    """The columns of one observed prediction batch; rows are freed by count."""
+
+    event_time: np.ndarray
+    score: np.ndarray
+    predicted: np.ndarray
+    live: int
+    last_window: int
+
+
 class Joiner:
-    """Pending store joining predictions and outcomes by prediction id (see module doc)."""
+    """Pending store joining predictions and outcomes by prediction id (see module doc).
+
+    Waiting predictions stay in their batch's columns; the id index maps an id to a
+    row number (an int, so the index is a plain dict the garbage collector skips).
+    """
 
     def __init__(self, config: ConceptConfig, window_ms: int) -> None:
         if window_ms <= 0:
@@ -157,8 +192,9 @@ class Joiner:
         self.config = config
         self.window_ms = window_ms
         self.regression = config.task == "regression"
-        # prediction id -> (event_time, score, predicted)
-        self.pending_: dict[str, tuple[int, float, Any]] = {}
+        self.pending_: dict[str, int] = {}  # prediction id -> row
+        self.chunks_: dict[int, _Chunk] = {}  # first row -> columns, in row order
+        self.next_row_ = 0
         self.pending_by_window_: dict[int, list[str]] = {}
         # prediction id -> (outcome event_time, label) for outcomes that came first
         self.waiting_: dict[str, tuple[int, Any]] = {}
@@ -179,21 +215,25 @@ class Joiner:
         if len(batch) == 0:
             return JoinedBatch.empty(self.regression, counts)
         times = np.asarray(batch.event_time, dtype=np.int64)
-        pids = batch.prediction_id.astype(str)
+        pid_list = _id_list(batch.prediction_id)
         windows = times - times % self.window_ms
         uniq, inverse, per_window = np.unique(windows, return_inverse=True, return_counts=True)
         counts.predictions = dict(zip(uniq.tolist(), per_window.tolist(), strict=True))
         score = batch.score if batch.score is not None else np.full(len(batch), np.nan)
-        predicted = self._predicted(batch, score)
-        pid_list = pids.tolist()
-        rows = zip(times.tolist(), score.tolist(), predicted.tolist(), strict=True)
+        base, n = self.next_row_, len(batch)
+        self.chunks_[base] = _Chunk(times, score, self._predicted(batch, score), n, int(uniq[-1]))
+        self.next_row_ += n
         before = len(self.pending_)
-        self.pending_.update(zip(pid_list, rows, strict=True))
-        counts.duplicates = len(batch) - (len(self.pending_) - before)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.cumsum(per_window)[:-1]
-        for w, group in zip(uniq.tolist(), np.split(pids[order], bounds), strict=True):
-            self.pending_by_window_.setdefault(w, []).extend(group.tolist())
+        self.pending_.update(zip(pid_list, range(base, base + n), strict=True))
+        counts.duplicates = n - (len(self.pending_) - before)
+        if len(uniq) == 1:
+            self.pending_by_window_.setdefault(int(uniq[0]), []).extend(pid_list)
+        else:
+            pids = np.array(pid_list, dtype=object)
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.cumsum(per_window)[:-1]
+            for w, group in zip(uniq.tolist(), np.split(pids[order], bounds), strict=True):
+                self.pending_by_window_.setdefault(w, []).extend(group.tolist())
         joined = self._join_waiting(pid_list) if self.waiting_ else None
         self._evict(counts)
         if joined is None:
@@ -211,19 +251,21 @@ class Joiner:
             if self.regression
             else class_names(np.asarray(batch.label))
         )
-        pids = batch.prediction_id.astype(str).tolist()
+        pids = _id_list(batch.prediction_id)
         pop = self.pending_.pop
-        rows = [pop(p, None) for p in pids]
-        hit = np.fromiter((r is not None for r in rows), dtype=bool, count=len(rows))
+        rows = np.fromiter((pop(p, -1) for p in pids), dtype=np.int64, count=len(pids))
+        hit = rows >= 0
         times = np.asarray(batch.event_time, dtype=np.int64)
         if not hit.all():
             self._wait(np.flatnonzero(~hit), pids, times, labels)
+        joined = None
+        if hit.any():
+            idx = np.flatnonzero(hit)
+            ids = pids if len(idx) == len(pids) else [pids[i] for i in idx.tolist()]
+            joined = self._build(ids, rows[idx], times[idx], labels[idx])
         self._evict(counts)
-        idx = np.flatnonzero(hit)
-        if len(idx) == 0:
+        if joined is None:
             return JoinedBatch.empty(self.regression, counts)
-        found = [rows[i] for i in idx.tolist()]
-        joined = self._build([pids[i] for i in idx.tolist()], found, times[idx], labels[idx])
         joined.counts = counts
         return joined
 
@@ -234,6 +276,10 @@ class Joiner:
         ttl_cut = self.watermark_ - self.config.label_ttl_ms - self.window_ms
         for w in sorted(w for w in self.pending_by_window_ if w <= ttl_cut):
             self._expire_predictions(w, counts, evicted=False)
+        # every row of these chunks is joined or expired (ids repeated by duplicates too)
+        for base in [b for b, c in self.chunks_.items() if c.last_window <= ttl_cut]:
+            del self.chunks_[base]
+        self._compact()
         orphan_cut = self.watermark_ - self.config.orphan_grace_ms - self.window_ms
         for w in sorted(w for w in self.waiting_by_window_ if w <= orphan_cut):
             self._expire_outcomes(w, counts)
@@ -276,7 +322,8 @@ class Joiner:
         if not hits:
             return None
         outs = [waiting.pop(p) for p in hits]
-        rows = [self.pending_.pop(p) for p in hits]
+        pop = self.pending_.pop
+        rows = np.fromiter((pop(p) for p in hits), dtype=np.int64, count=len(hits))
         out_times = np.fromiter((o[0] for o in outs), dtype=np.int64, count=len(outs))
         if self.regression:
             labels = np.fromiter((o[1] for o in outs), dtype=np.float64, count=len(outs))
@@ -284,27 +331,74 @@ class Joiner:
             labels = np.array([o[1] for o in outs], dtype=str)
         return self._build(hits, rows, out_times, labels)
 
+    def _groups(self, rows: np.ndarray) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+        """Rows grouped by chunk: the grouping order, and (chunk base, local rows) groups."""
+        bases = np.fromiter(self.chunks_, dtype=np.int64, count=len(self.chunks_))
+        which = np.searchsorted(bases, rows, side="right") - 1
+        order = np.argsort(which, kind="stable")
+        uniq, first, sizes = np.unique(which[order], return_index=True, return_counts=True)
+        groups = []
+        for u, start, size in zip(uniq.tolist(), first.tolist(), sizes.tolist(), strict=True):
+            base = int(bases[u])
+            groups.append((base, rows[order[start : start + size]] - base))
+        return order, groups
+
+    def _release(self, groups: list[tuple[int, np.ndarray]]) -> None:
+        for base, local in groups:
+            chunk = self.chunks_[base]
+            chunk.live -= len(local)
+            if chunk.live <= 0:
+                del self.chunks_[base]
+
+    def _read(
+        self, order: np.ndarray, groups: list[tuple[int, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(event_time, score, predicted) of the rows, back in the order they were asked."""
+        chunks = self.chunks_
+        undo = np.empty_like(order)
+        undo[order] = np.arange(len(order))
+        return (
+            np.concatenate([chunks[b].event_time[i] for b, i in groups])[undo],
+            np.concatenate([chunks[b].score[i] for b, i in groups])[undo],
+            np.concatenate([chunks[b].predicted[i] for b, i in groups])[undo],
+        )
+
+    def _compact(self) -> None:
+        """Copy the waiting rows into one chunk when dead rows dominate the storage: a
+        single unlabelled prediction must not keep its whole batch alive until the TTL."""
+        stored = sum(len(c.event_time) for c in self.chunks_.values())
+        if stored <= 2 * len(self.pending_) + 10_000:
+            return
+        pids = list(self.pending_)
+        rows = np.fromiter(self.pending_.values(), dtype=np.int64, count=len(pids))
+        columns = self._read(*self._groups(rows)) if len(rows) else None
+        self.chunks_ = {}
+        self.pending_ = dict(
+            zip(pids, range(self.next_row_, self.next_row_ + len(pids)), strict=True)
+        )
+        if columns is not None:
+            last = int(columns[0].max())
+            self.chunks_[self.next_row_] = _Chunk(*columns, len(pids), last - last % self.window_ms)
+        self.next_row_ += len(pids)
+
     def _build(
         self,
         pids: list[str],
-        rows: list[tuple[int, float, Any]],
+        rows: np.ndarray,
         outcome_time: np.ndarray,
         actual: np.ndarray,
     ) -> JoinedBatch:
-        times, scores, predicted = zip(*rows, strict=True)
-        event_time = np.array(times, dtype=np.int64)
-        score = np.array(scores, dtype=np.float64)
+        order, groups = self._groups(rows)
+        event_time, score, pred = self._read(order, groups)
+        self._release(groups)
         if self.regression:
-            pred = np.array(predicted, dtype=np.float64)
             diff = pred - actual
             loss = np.abs(diff) if self.config.loss == "absolute" else diff * diff
+        elif self.config.task == "binary":
+            positive = self.config.positive_class
+            loss = ((pred == positive) != (actual == positive)).astype(np.float64)
         else:
-            pred = np.array(predicted, dtype=str)
-            if self.config.task == "binary":
-                positive = self.config.positive_class
-                loss = ((pred == positive) != (actual == positive)).astype(np.float64)
-            else:
-                loss = (pred != actual).astype(np.float64)
+            loss = (pred != actual).astype(np.float64)
         return JoinedBatch(
             event_time=event_time,
             prediction_id=np.array(pids, dtype=str),
@@ -317,11 +411,14 @@ class Joiner:
 
     def _expire_predictions(self, window: int, counts: JoinCounts, evicted: bool) -> None:
         pop = self.pending_.pop
-        gone = sum(pop(p, None) is not None for p in self.pending_by_window_.pop(window))
-        if gone:
-            counts.censored[window] = counts.censored.get(window, 0) + gone
+        ids = self.pending_by_window_.pop(window)
+        rows = np.fromiter((pop(p, -1) for p in ids), dtype=np.int64, count=len(ids))
+        rows = rows[rows >= 0]
+        if len(rows):
+            self._release(self._groups(rows)[1])
+            counts.censored[window] = counts.censored.get(window, 0) + len(rows)
             if evicted:
-                counts.evicted[window] = counts.evicted.get(window, 0) + gone
+                counts.evicted[window] = counts.evicted.get(window, 0) + len(rows)
 
     def _expire_outcomes(self, window: int, counts: JoinCounts) -> None:
         pop = self.waiting_.pop

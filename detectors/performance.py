@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from driftwire.detectors.alerts import AlertKind, Evidence, Severity, Verdict
-from driftwire.detectors.join import JoinCounts, JoinedBatch
+from driftwire.detectors.join import JoinCounts, JoinedBatch, canonical_order
 
 if TYPE_CHECKING:
     from driftwire.detectors.concept import ConceptConfig
@@ -171,7 +171,7 @@ class WindowPerformance:
 
 def _sorted(parts: list[JoinedBatch]) -> JoinedBatch:
     cat = JoinedBatch(*(np.concatenate([getattr(p, col) for p in parts]) for col in _COLUMNS))
-    return cat.take(np.lexsort((cat.prediction_id, cat.event_time)))
+    return cat.take(canonical_order(cat.event_time, cat.prediction_id))
 
 
 _COLUMNS = ("event_time", "prediction_id", "loss", "score", "predicted", "actual", "outcome_time")

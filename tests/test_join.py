@@ -125,3 +125,22 @@ def test_counts_merge_across_joiners() -> None:
     a = JoinCounts(predictions={0: 2}, censored={0: 1}, orphans=1)
     a.merge(JoinCounts(predictions={0: 3, 100: 1}, evicted={0: 1}, duplicates=2))
     assert a == JoinCounts({0: 5, 100: 1}, {0: 1}, {0: 1}, orphans=1, duplicates=2)
+
+
+def test_storage_is_compacted_and_late_rows_still_join() -> None:
+    j = joiner(label_ttl_ms=10**9)
+    n = 50_000
+    ids = [f"p{i}" for i in range(n)]
+    for start in range(0, n, 5_000):
+        part = slice(start, start + 5_000)
+        j.observe_predictions(
+            preds(ids[part], list(range(start, start + 5_000)), labels=["1"] * 5_000)
+        )
+    keep = set(range(0, n, 100))  # one in a hundred still waits for its label
+    done = [i for i in range(n) if i not in keep]
+    j.observe_outcomes(outs([ids[i] for i in done], [n] * len(done), ["1"] * len(done)))
+    j.advance(n)
+    assert sum(len(c.event_time) for c in j.chunks_.values()) == len(keep)
+    late = sorted(keep)[::7]
+    out = j.observe_outcomes(outs([ids[i] for i in late], [n] * len(late), ["0"] * len(late)))
+    assert out.event_time.tolist() == late and out.loss.tolist() == [1.0] * len(late)
