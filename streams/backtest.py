@@ -159,18 +159,31 @@ class BacktestSpec:
 def parse_sweep(raw: Mapping[str, Any] | Sequence[str]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     """``{"drift.alpha": [1e-6, 1e-4]}`` or ``["drift.alpha=1e-6,1e-4"]`` -> settings."""
     if isinstance(raw, Mapping):
-        items = [(str(k), tuple(v)) for k, v in raw.items()]
+        items = [(str(k), tuple(map(_scalar, v))) for k, v in raw.items()]
     else:
         items = []
         for text in raw:
             name, _, values = text.partition("=")
             if not values:
                 raise ValueError(f"--sweep {text!r}: expected PATH=V1,V2,...")
-            items.append((name.strip(), tuple(yaml.safe_load(v) for v in values.split(","))))
+            items.append((name.strip(), tuple(_scalar(v) for v in values.split(","))))
     for name, values in items:
         if not values:
             raise ValueError(f"sweep {name}: no values")
     return tuple(items)
+
+
+def _scalar(value: Any) -> Any:
+    """'1e-6' -> 1e-06 (YAML 1.1 reads it as a string), '5' -> 5, 'ks' -> 'ks'."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
 
 
 def load_truth(path: str | Path) -> list[ChangePoint]:

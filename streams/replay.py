@@ -271,6 +271,24 @@ def features_from_table(
     return batches
 
 
+def table_from_features(batch: FeatureBatch) -> pa.Table:
+    """The flat table :func:`features_from_table` reads back (e.g. to write a Parquet file)."""
+    columns: dict[str, Any] = {
+        "model_id": pa.array(np.full(len(batch), batch.model_id, dtype=object), pa.string()),
+        "prediction_id": pa.array(batch.prediction_id, pa.string()),
+        "event_time": pa.array(batch.event_time, pa.int64()),
+    }
+    columns.update({name: pa.array(col, pa.float64()) for name, col in batch.numeric.items()})
+    columns.update({name: pa.array(col, pa.string()) for name, col in batch.categorical.items()})
+    for name, kind in (("score", pa.float64()), ("label", pa.string()),
+                       ("segment", pa.string()), ("model_version", pa.string()),
+                       ("latency_ms", pa.float64())):  # fmt: skip
+        col = getattr(batch, name)
+        if col is not None:
+            columns[name] = pa.array(col, kind, from_pandas=True)
+    return pa.table(columns)
+
+
 def outcomes_from_table(table: pa.Table, model_id: str | None = None) -> dict[str, OutcomeBatch]:
     column = "label" if "label" in table.column_names else "value"
     if column not in table.column_names:
