@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -61,3 +62,23 @@ def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec], timeout: float
         except KafkaException as exc:  # created meanwhile by another worker: fine
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
+    wait_for_leaders(admin, [t.topic for t in missing], timeout)
+
+
+def wait_for_leaders(admin: AdminClient, names: list[str], timeout: float = 30) -> None:
+    """Block until every partition of `names` has a leader (new topics need a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        ready = all(
+            n in topics
+            and not topics[n].error
+            and topics[n].partitions
+            and all(p.leader >= 0 for p in topics[n].partitions.values())
+            for n in names
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {names} have no leader after {timeout}s")
+        time.sleep(0.2)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 
 import typer
+from driftwire.streams.cli_alerts import alerts as alerts_command
 from driftwire.streams.cli_backtest import backtest as backtest_command
 from driftwire.streams.cli_broker import app as broker_app
+from driftwire.streams.cli_demo import demo as demo_command
+from driftwire.streams.cli_worker import worker as worker_command
 from driftwire.streams.settings import ENV_VARS
 
 app = typer.Typer(
@@ -23,7 +26,10 @@ app = typer.Typer(
 )
 
 app.add_typer(broker_app, name="broker")
+app.command("alerts")(alerts_command)
 app.command("backtest")(backtest_command)
+app.command("demo")(demo_command)
+app.command("worker")(worker_command)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

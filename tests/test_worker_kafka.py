@@ -1,0 +1,361 @@
+"""`driftwire worker` against a real broker: alerts, dead letters, two workers, SIGKILL.
+
+One module-scoped scenario is produced once: 200,000 FeatureEvents of two models over a
+4-partition topic -- ``drifty`` with injected data-quality, data and prediction drift,
+``control`` stationary -- plus 1% malformed messages and a few events of an unknown model.
+The expected alerts come from running the same engine in-process over the same events,
+closed at the watermark every partition reached; the worker runs as a subprocess so
+SIGKILL is real.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import pytest
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+from driftwire.detectors.alerts import Alert
+from driftwire.detectors.batch import FeatureBatch
+from driftwire.detectors.config import parse_config
+from driftwire.detectors.generators import MissingSpike, Shift, StreamSpec, generate, take_events
+from driftwire.detectors.monitor import Monitor
+from driftwire.detectors.reference import ReferenceProfile
+from driftwire.schemas.records import alert_from_record
+from driftwire.schemas.serde import Codec, load_schema
+from driftwire.streams import dlq
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 4
+DURATION_MS = 200_000
+RATE = 500.0  # events/s of event time per model: 2 x 100,000 events
+MODELS = {
+    "drifty": [
+        MissingSpike(features=("x5",), start_ms=40_000, end_ms=60_000, rate=0.3),
+        Shift(features=("x3",), start_ms=100_000, magnitude=0.5),
+        Shift(features=("x0", "x1"), start_ms=150_000, magnitude=1.0),
+    ],
+    "control": [],
+}
+MODEL_SECTION = {
+    "window": {"size": "10s", "min_count": 500},
+    "alerts": {"fire_after": 1, "resolve_after": 2},
+}
+
+
+def feature_records(batch: FeatureBatch) -> list[dict]:
+    """FeatureEvent records of a generated batch (missing numeric -> None)."""
+    nums = {k: [None if np.isnan(x) else x for x in v.tolist()] for k, v in batch.numeric.items()}
+    cats = {k: v.tolist() for k, v in batch.categorical.items()}
+    out = []
+    for i, (pid, t, score, label) in enumerate(
+        zip(batch.prediction_id, batch.event_time.tolist(), batch.score, batch.label, strict=True)
+    ):
+        out.append(
+            {
+                "model_id": batch.model_id,
+                "model_version": "1",
+                "prediction_id": f"{batch.model_id}-{pid}",
+                "event_time": t,
+                "numeric": {k: v[i] for k, v in nums.items()},
+                "categorical": {k: v[i] for k, v in cats.items()},
+                "prediction": {"score": float(score), "label": label},
+                "segments": {},
+            }
+        )
+    return out
+
+
+@dataclass
+class Scenario:
+    bootstrap: str
+    workdir: Path
+    features: str
+    expected: set[tuple[str, str, str, str | None, str, int]]  # (model, kind, det, feat, st, ws)
+    expected_ids: set[str]
+    bad: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset) malformed
+    unknown: set[tuple[int, int]] = field(default_factory=set)  # unknown model id
+    valid: int = 0
+    panes_closed: dict[str, int] = field(default_factory=dict)
+
+    def config(self, app_id: str, alerts: str) -> Path:
+        models = [
+            {"id": m, **MODEL_SECTION, "reference": {"source": "file", "path": str(self.ref(m))}}
+            for m in MODELS
+        ]
+        raw = {
+            "kafka": {"bootstrap_servers": self.bootstrap},
+            "topics": {"features": self.features, "alerts": alerts},
+            "worker": {"app_id": app_id, "idle_timeout": "20s", "batch_timeout": "100ms"},
+            "models": models,
+        }
+        path = self.workdir / f"{app_id}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    def ref(self, model: str) -> Path:
+        return self.workdir / f"ref-{model}.jsonl"
+
+
+def _engine_config():
+    return parse_config({"models": [{"id": m, **MODEL_SECTION} for m in MODELS]})
+
+
+def _expected(batches: dict[str, list[FeatureBatch]], refs, watermark: int) -> list[Alert]:
+    cfg = _engine_config()
+    alerts: list[Alert] = []
+    for model, parts in batches.items():
+        mon = Monitor(cfg.model(model), refs[model])
+        for b in parts:
+            alerts += mon.update_features(b)
+        alerts += mon.advance(watermark)
+    return alerts
+
+
+@pytest.fixture(scope="module")
+def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    workdir = tmp_path_factory.mktemp("worker")
+    features = f"features-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(features, PARTITIONS, 1)])[features].result(30)
+    cfg = _engine_config()
+    refs, batches, records = {}, {}, []
+    for k, (model, drifts) in enumerate(MODELS.items()):
+        spec = StreamSpec(n_numeric=8, n_categorical=2, rate=RATE, seed=7 + k, model_id=model)
+        ref_batch = take_events(spec, 20_000)
+        refs[model] = ReferenceProfile.from_batch(ref_batch, cfg.model(model))
+        with open(workdir / f"ref-{model}.jsonl", "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in feature_records(ref_batch))
+        batches[model] = list(generate(spec, DURATION_MS, drifts=drifts))
+        records += [r for b in batches[model] for r in feature_records(b)]
+    records.sort(key=lambda r: (r["event_time"], r["model_id"]))
+    scn = Scenario(kafka_bootstrap, workdir, features, set(), set(), valid=len(records))
+    max_time = _produce(scn, records)
+    watermark = min(max_time.values())
+    alerts = _expected(batches, refs, watermark)
+    scn.expected = {_shape(a) for a in alerts}
+    scn.expected_ids = {a.alert_id for a in alerts}
+    return scn
+
+
+def _produce(scn: Scenario, records: list[dict]) -> dict[int, int]:
+    """Produce events, 1% garbage and a few unknown-model events; max event time per partition."""
+    schema = load_schema("FeatureEvent").parsed
+    producer = Producer(
+        {"bootstrap.servers": scn.bootstrap, "linger.ms": 20, "batch.num.messages": 10_000}
+    )
+    rng = np.random.default_rng(1)
+    max_time: dict[int, int] = {}
+
+    def remember(kind: set, time_ms: int | None):
+        def done(err, msg):
+            assert err is None, err
+            if time_ms is not None:
+                max_time[msg.partition()] = max(max_time.get(msg.partition(), 0), time_ms)
+            if kind is not None:
+                kind.add((msg.partition(), msg.offset()))
+
+        return done
+
+    buf = io.BytesIO()
+    for i, rec in enumerate(records):
+        buf.seek(0)
+        buf.truncate()
+        fastavro.schemaless_writer(buf, schema, rec)
+        key = rec["prediction_id"].encode()
+        _send(producer, scn.features, key, buf.getvalue(), remember(None, rec["event_time"]))
+        if rng.random() < 0.01:  # a malformed message: truncated or random bytes
+            junk = buf.getvalue()[: int(rng.integers(1, 20))] if i % 2 else rng.bytes(40)
+            _send(producer, scn.features, key, junk, remember(scn.bad, None))
+        if i % 40_000 == 0:  # an event of a model nobody configured
+            ghost = {**rec, "model_id": "ghost"}
+            buf.seek(0)
+            buf.truncate()
+            fastavro.schemaless_writer(buf, schema, ghost)
+            _send(producer, scn.features, key, buf.getvalue(), remember(scn.unknown, None))
+    producer.flush(60)
+    return max_time
+
+
+def _send(producer: Producer, topic: str, key: bytes, value: bytes, callback) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key, on_delivery=callback)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
+def _shape(a: Alert) -> tuple[str, str, str, str | None, str, int]:
+    return (a.model_id, a.kind.value, a.detector, a.feature, a.status.value, a.window_start)
+
+
+# -- running workers and reading their output ---------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class WorkerProc:
+    proc: subprocess.Popen
+    port: int
+
+    def metrics(self) -> dict[str, float]:
+        """Sample name{labels} -> value from the worker's /metrics."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read()
+        out = {}
+        for line in text.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    def health(self) -> int:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health").status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+
+def start_worker(config: Path, log: Path) -> WorkerProc:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "driftwire.streams", "--log-level", "INFO", "worker"]
+    cmd += ["--config", str(config), "--metrics-port", str(port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWIRE_")}
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    return WorkerProc(proc, port)
+
+
+def stop(worker: WorkerProc, timeout: float = 30) -> int:
+    worker.proc.send_signal(signal.SIGTERM)
+    return worker.proc.wait(timeout)
+
+
+def read_topic(bootstrap: str, topic: str) -> Iterator:
+    """Every message currently in `topic` (all partitions), then stop."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader"})
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    tps = [TopicPartition(topic, p, 0) for p in meta.partitions]
+    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+    consumer.assign([tp for tp in tps if ends[tp.partition] > 0])
+    seen = {p: 0 for p, e in ends.items() if e > 0}
+    deadline = time.monotonic() + 30
+    while seen and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, 0.5):
+            if msg.error():
+                continue
+            yield msg
+            seen[msg.partition()] = msg.offset() + 1
+            if seen[msg.partition()] >= ends[msg.partition()]:
+                del seen[msg.partition()]
+    consumer.close()
+
+
+def read_alerts(bootstrap: str, topic: str) -> list[Alert]:
+    codec = Codec("DriftAlert", "avro")
+    try:
+        return [alert_from_record(codec.decode(m.value())) for m in read_topic(bootstrap, topic)]
+    except KeyError:  # topic not created yet
+        return []
+
+
+def wait_for_alerts(scn: Scenario, topic: str, timeout: float = 120) -> list[Alert]:
+    """Alerts once every expected id is on the topic, plus a quiet period for extras."""
+    deadline = time.monotonic() + timeout
+    alerts: list[Alert] = []
+    while time.monotonic() < deadline:
+        alerts = read_alerts(scn.bootstrap, topic)
+        if scn.expected_ids <= {a.alert_id for a in alerts}:
+            time.sleep(3)
+            return read_alerts(scn.bootstrap, topic)
+        time.sleep(1)
+    return alerts
+
+
+def _run_id() -> str:
+    return f"dw{uuid.uuid4().hex[:8]}"
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+def test_one_worker_publishes_exactly_the_expected_alerts(scenario: Scenario) -> None:
+    app_id = _run_id()
+    alerts_topic = f"{app_id}-alerts"
+    worker = start_worker(scenario.config(app_id, alerts_topic), scenario.workdir / "one.log")
+    try:
+        alerts = wait_for_alerts(scenario, alerts_topic)
+        metrics = worker.metrics()
+        assert worker.health() == 200
+    finally:
+        assert stop(worker) == 0
+    # the scenario must really contain every kind of drift it claims to
+    kinds = {(kind, feat) for _, kind, _, feat, st, _ in scenario.expected if st == "firing"}
+    assert {("data_quality", "x5"), ("data_drift", "x3"), ("data_drift", "x0")} <= kinds
+    assert any(k == "prediction_drift" for k, _ in kinds)
+    assert {_shape(a) for a in alerts} == scenario.expected
+    assert len(alerts) == len({a.alert_id for a in alerts}) == len(scenario.expected_ids)
+    assert not [a for a in alerts if a.model_id == "control"]
+    assert {a.partitions_reported for a in alerts} == {PARTITIONS}
+    # every message accounted for: valid ones decoded, the bad ones dead-lettered
+    features = f'{{topic="{scenario.features}"}}'
+    total = scenario.valid + len(scenario.bad) + len(scenario.unknown)
+    assert metrics[f"driftwire_events_in_total{features}"] == total
+    assert metrics[f"driftwire_events_decoded_total{features}"] == total - len(scenario.bad)
+    assert metrics['driftwire_events_dead_lettered_total{reason="decode_error"}'] == len(
+        scenario.bad
+    )
+    assert metrics['driftwire_events_dead_lettered_total{reason="unknown_model"}'] == len(
+        scenario.unknown
+    )
+    assert metrics["driftwire_events_profiled_total"] == scenario.valid
+    assert metrics["driftwire_events_late_total"] == 0
+    _check_dead_letters(scenario, f"{app_id}-dead-letter")
+
+
+def _check_dead_letters(scn: Scenario, topic: str) -> None:
+    letters = list(read_topic(scn.bootstrap, topic))
+    where = {}
+    for msg in letters:
+        headers = dict(msg.headers())
+        assert headers[dlq.SOURCE_TOPIC].decode() == scn.features
+        assert headers[dlq.REASON]
+        key = (int(headers[dlq.SOURCE_PARTITION]), int(headers[dlq.SOURCE_OFFSET]))
+        where[key] = (headers[dlq.ERROR].decode(), msg.value())
+    assert len(letters) == len(where)  # no duplicates
+    assert {k for k, (e, _) in where.items() if e == "decode_error"} == scn.bad
+    assert {k for k, (e, _) in where.items() if e == "unknown_model"} == scn.unknown
+    # the original bytes, untouched
+    originals = _originals(scn, set(where))
+    assert all(where[k][1] == originals[k] for k in where)
+
+
+def _originals(scn: Scenario, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    return {
+        (m.partition(), m.offset()): m.value()
+        for m in read_topic(scn.bootstrap, scn.features)
+        if (m.partition(), m.offset()) in wanted
+    }
