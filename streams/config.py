@@ -10,8 +10,8 @@ The same YAML file carries the engine's `models` section (see
 ... }, env={})
 >>> cfg.topics.features.name, cfg.topics.outcomes.format, cfg.worker.idle_timeout_ms
 ('features', 'json', 30000)
->>> cfg.worker.partials_topic, cfg.topics.dead_letter.name
-('dw-partials', 'dw-dead-letter')
+>>> cfg.worker.partials_topic, cfg.topics.dead_letter.name, cfg.topics.references.name
+('dw-partials', 'dw-dead-letter', 'dw-references')
 """
 
 from __future__ import annotations
@@ -80,6 +80,9 @@ class TopicsConfig:
     alerts: TopicConfig
     dead_letter: TopicConfig
     outcomes: TopicConfig | None = None
+    # compacted, keyed by model id, values are ReferenceProfile Avro (`driftwire reference
+    # build --publish`); from_dict names it `<app_id>-references` when the file does not
+    references: TopicConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class StreamsConfig:
             if required not in topics_raw:
                 raise StreamsConfigError(f"topics.{required} is required")
         topics_raw.setdefault("dead_letter", f"{worker.app_id}-dead-letter")
+        topics_raw.setdefault("references", f"{worker.app_id}-references")
         _check_keys("topics", topics_raw, TopicsConfig)
         topics = TopicsConfig(
             **{k: TopicConfig.parse(f"topics.{k}", v) for k, v in topics_raw.items()}
