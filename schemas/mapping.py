@@ -40,7 +40,7 @@ class FieldMapping:
     ``fixed_model_id`` replaces ``model_id`` for topics that carry a single model.
     ``numeric``/``categorical``: a path to a sub-object (str) or a tuple of paths.
     ``segments``: segment name -> path. Optional paths (``model_version``, ``score``,
-    ``label``) may be None; a configured path that is absent in a record yields a
+    ``label``, ``latency_ms``) may be None; a configured path that is absent in a record yields a
     missing value for features and prediction, and a :class:`DecodeError` for the ids
     and the event time.
     """
@@ -56,6 +56,7 @@ class FieldMapping:
     score: str | None = None
     label: str | None = None
     segments: Mapping[str, str] = field(default_factory=dict)
+    latency_ms: str | None = None
 
     def __post_init__(self) -> None:
         if self.time_unit not in (*_MS_PER_UNIT, *_UNITS_PER_MS, "iso"):
@@ -112,6 +113,7 @@ class FieldMapping:
             "segments": {
                 name: _text(_required(record, path), path) for name, path in self.segments.items()
             },
+            "latency_ms": _optional(record, self.latency_ms, _number),
         }
 
     def _event_time(self, value: Any) -> int:

@@ -113,6 +113,7 @@ FEATURE_EVENT = {
     "categorical": {"country": "FR", "device": None},
     "prediction": {"score": 0.93, "label": "fraud"},
     "segments": {"country": "FR"},
+    "latency_ms": 41.5,
 }
 OUTCOME_EVENT = {
     "model_id": "fraud-scorer",
