@@ -13,6 +13,7 @@ import typer
 from driftwire.streams.cli_alerts import alerts as alerts_command
 from driftwire.streams.cli_backtest import backtest as backtest_command
 from driftwire.streams.cli_broker import app as broker_app
+from driftwire.streams.cli_config import validate_config as validate_config_command
 from driftwire.streams.cli_demo import demo as demo_command
 from driftwire.streams.cli_worker import worker as worker_command
 from driftwire.streams.settings import ENV_VARS
@@ -30,6 +31,7 @@ app.command("alerts")(alerts_command)
 app.command("backtest")(backtest_command)
 app.command("demo")(demo_command)
 app.command("worker")(worker_command)
+app.command("validate-config")(validate_config_command)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
