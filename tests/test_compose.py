@@ -9,9 +9,12 @@ import json
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 import yaml
+from driftwire.streams.cli import app
 from driftwire.streams.settings import ENV_VAR_NAMES, KafkaSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,3 +104,26 @@ def test_image_entrypoint_is_the_console_script(compose):
         build = service["build"]
         context = build if isinstance(build, str) else build.get("context", ".")
         assert (ROOT / context / "Dockerfile").is_file()
+
+
+def _resolve(command: list[str]) -> tuple[Any, list[str]]:
+    """Walk the CLI's groups along ``command``; return the leaf and its remaining args."""
+    # Typer >= 0.2x vendors click, so groups are recognised by their `commands` dict.
+    node = typer.main.get_command(app)
+    args = list(command)
+    while hasattr(node, "commands") and args and not args[0].startswith("-"):
+        name = args.pop(0)
+        assert name in node.commands, f"`driftwire {' '.join(command)}`: no command {name!r}"
+        node = node.commands[name]
+    return node, args
+
+
+def test_compose_commands_exist_in_the_cli(compose):
+    for name, service in _driftwire_services(compose).items():
+        command = service["command"]
+        command = command.split() if isinstance(command, str) else command
+        leaf, args = _resolve(command)
+        assert not hasattr(leaf, "commands"), f"{name}: {command} names a group, not a command"
+        known = {opt for p in leaf.params for opt in p.opts}
+        given = {a.split("=")[0] for a in args if a.startswith("--")}
+        assert given <= known, f"{name}: options {given - known} unknown to {leaf.name}"
