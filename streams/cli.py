@@ -15,6 +15,7 @@ from driftwire.streams.cli_backtest import backtest as backtest_command
 from driftwire.streams.cli_broker import app as broker_app
 from driftwire.streams.cli_config import validate_config as validate_config_command
 from driftwire.streams.cli_demo import demo as demo_command
+from driftwire.streams.cli_reference import app as reference_app
 from driftwire.streams.cli_topics import app as topics_app
 from driftwire.streams.cli_worker import worker as worker_command
 from driftwire.streams.settings import ENV_VARS
@@ -29,6 +30,7 @@ app = typer.Typer(
 
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
+app.add_typer(reference_app, name="reference")
 app.command("alerts")(alerts_command)
 app.command("backtest")(backtest_command)
 app.command("demo")(demo_command)
