@@ -1,0 +1,261 @@
+"""The worker's stages without Kafka: partition profiler, model merger, checkpoints, config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from driftwire.detectors.batch import FeatureBatch
+from driftwire.detectors.config import parse_config
+from driftwire.detectors.generators import Shift, StreamSpec, generate, take_events
+from driftwire.detectors.monitor import Monitor
+from driftwire.detectors.reference import ReferenceProfile
+from driftwire.streams.config import StreamsConfig, StreamsConfigError
+from driftwire.streams.worker import (
+    ModelMerger,
+    PartialReport,
+    PartitionProfiler,
+    Timing,
+    decode_checkpoint,
+    encode_checkpoint,
+)
+
+PARTITIONS = 3
+SPEC = StreamSpec(n_numeric=4, n_categorical=1, rate=200.0, seed=5, model_id="m")
+# on at 40-70 s and 100-120 s: firing and resolved alerts on both sides of any cut
+DRIFT = [Shift(("x2",), start_ms=40_000, magnitude=1.0, kind="recurring", period_ms=30_000)]
+CFG = parse_config(
+    {
+        "models": [
+            {
+                "id": "m",
+                "window": {"size": "10s", "min_count": 100, "allowed_lateness": "2s"},
+                "alerts": {"fire_after": 1, "resolve_after": 2},
+            }
+        ]
+    }
+).model("m")
+TIMING = Timing(10_000, 2_000)
+
+
+@pytest.fixture(scope="module")
+def reference() -> ReferenceProfile:
+    return ReferenceProfile.from_batch(take_events(SPEC, 5_000), CFG)
+
+
+@pytest.fixture(scope="module")
+def events() -> FeatureBatch:
+    """120 s of events with a drift at 60 s; a few arrive out of order (some too late)."""
+    batch = next(iter(generate(SPEC, 120_000, drifts=DRIFT, batch_size=10**6)))
+    order = np.arange(len(batch))
+    rng = np.random.default_rng(3)
+    swaps = rng.choice(len(batch) - 600, size=40, replace=False)
+    order[swaps], order[swaps + 600] = order[swaps + 600], order[swaps]  # 3 s out of order
+    return batch.take(order)
+
+
+def records_of(batch: FeatureBatch) -> list[dict]:
+    return [
+        {
+            "model_id": batch.model_id,
+            "prediction_id": str(pid),
+            "event_time": int(t),
+            "numeric": {k: float(v[i]) for k, v in batch.numeric.items()},
+            "categorical": {k: v[i] for k, v in batch.categorical.items()},
+            "prediction": {"score": float(batch.score[i]), "label": batch.label[i]},
+        }
+        for i, (pid, t) in enumerate(zip(batch.prediction_id, batch.event_time, strict=True))
+    ]
+
+
+def profiler(partition: int, reference: ReferenceProfile) -> PartitionProfiler:
+    monitor = Monitor(CFG, reference)
+    names = (tuple(reference.numeric), tuple(reference.categorical))
+    return PartitionProfiler(
+        partition,
+        {"m": monitor},
+        {"m": TIMING},
+        lambda _m, recs: FeatureBatch.from_records(recs, *names),
+    )
+
+
+def run_stage1(prof: PartitionProfiler, records: list[dict], cuts: list[int]) -> list[bytes]:
+    out, start = [], 0
+    for end in [*cuts, len(records)]:
+        result = prof.observe(records[start:end], next_offset=end)
+        out += [r.to_bytes() for r in result.reports]
+        start = end
+    return out
+
+
+def test_partials_do_not_depend_on_batch_cuts(events, reference) -> None:
+    records = records_of(events)
+    one = run_stage1(profiler(0, reference), records, [])
+    many = run_stage1(profiler(0, reference), records, list(range(333, len(records), 777)))
+
+    # the same final panes whatever the batches: counts exactly, float sums to rounding
+    def panes(reports: list[bytes]) -> list[dict]:
+        return [p.to_record() for r in reports for p in PartialReport.from_bytes(r).profiles]
+
+    a, b = panes(one), panes(many)
+    assert len(a) == len(b) == 11  # panes up to the watermark (120 s) minus lateness
+    for x, y in zip(a, b, strict=True):
+        for name in ("window_start", "count", "bins", "categories", "missing", "mins", "maxs"):
+            assert x[name] == y[name]
+        assert x["sums"] == pytest.approx(y["sums"], rel=1e-12, abs=1e-9)
+
+
+def test_late_events_are_counted_and_dropped(events, reference) -> None:
+    prof = profiler(0, reference)
+    records = records_of(events)
+    result = prof.observe(records, next_offset=len(records))
+    times = events.event_time
+    running = np.maximum.accumulate(np.concatenate(([-(10**12)], times)))[:-1]
+    late = (times - times % 10_000) + 10_000 + 2_000 <= running
+    assert late.sum() > 0
+    assert result.late == late.sum()
+    assert result.profiled == len(records) - late.sum()
+    emitted = sum(p.count for r in result.reports for p in r.profiles if p.segment is None)
+    still_open = sum(p.count for p in prof.open_.values() if p.segment is None)
+    assert emitted + still_open == result.profiled
+
+
+def test_unknown_models_are_reported_not_profiled(reference) -> None:
+    prof = profiler(1, reference)
+    records = records_of(next(iter(generate(SPEC, 2_000))))
+    records[3] = {**records[3], "model_id": "ghost"}
+    result = prof.observe(records, next_offset=len(records))
+    assert result.unknown == [3]
+    assert result.profiled == len(records) - 1
+
+
+def split(events: FeatureBatch) -> list[list[dict]]:
+    """Events spread over partitions by prediction id, as a keyed producer would."""
+    records = records_of(events)
+    return [[r for r in records if hash(r["prediction_id"]) % PARTITIONS == p] for p in range(3)]
+
+
+def stage1_reports(parts: list[list[dict]], reference, cut: int) -> list[PartialReport]:
+    """Interleave the partitions' reports as they might land on the partials topic."""
+    profs = [profiler(p, reference) for p in range(PARTITIONS)]
+    reports: list[PartialReport] = []
+    for start in range(0, max(len(p) for p in parts), cut):
+        for p, recs in enumerate(parts):
+            chunk = recs[start : start + cut]
+            if chunk:
+                reports += profs[p].observe(chunk, next_offset=start + len(chunk)).reports
+    return reports
+
+
+def merge_all(reports: list[PartialReport], reference) -> tuple[list, ModelMerger]:
+    merger = ModelMerger("m", Monitor(CFG, reference), TIMING, PARTITIONS, idle_timeout_ms=10**9)
+    alerts = []
+    for r in reports:
+        alerts += merger.observe(r).alerts
+    return alerts, merger
+
+
+def test_merged_partitions_give_the_single_process_alerts(reference) -> None:
+    ordered = next(iter(generate(SPEC, 120_000, drifts=DRIFT, batch_size=10**6)))
+    parts = split(ordered)
+    alerts, _ = merge_all(stage1_reports(parts, reference, cut=500), reference)
+    # the whole stream through one in-process monitor, closed where every partition got to
+    mon = Monitor(CFG, reference)
+    watermark = min(max(r["event_time"] for r in p) for p in parts)
+    expected = mon.update_features(ordered) + mon.advance(watermark)
+    assert any(a.feature == "x2" and a.status == "firing" for a in alerts)
+    assert [a.alert_id for a in alerts] == [a.alert_id for a in expected]
+    assert [a.value for a in alerts] == pytest.approx([a.value for a in expected], rel=1e-9)
+    assert {a.partitions_reported for a in alerts} == {PARTITIONS}
+
+
+def test_stationary_stream_stays_quiet(reference) -> None:
+    calm = next(iter(generate(SPEC, 120_000, batch_size=10**6)))
+    alerts, _ = merge_all(stage1_reports(split(calm), reference, cut=700), reference)
+    assert alerts == []
+
+
+def test_resent_partials_overwrite_and_closed_panes_ignore_them(events, reference) -> None:
+    reports = stage1_reports(split(events), reference, cut=500)
+    once, _ = merge_all(reports, reference)
+    # every report twice, and a late replay of the first half at the end
+    twice, _ = merge_all(
+        [r for rep in reports for r in (rep, rep)] + reports[: len(reports) // 2], reference
+    )
+    assert [a.alert_id for a in twice] == [a.alert_id for a in once]
+
+
+def test_idle_partition_closes_by_timeout_and_says_so(reference) -> None:
+    batch = next(iter(generate(SPEC, 40_000, drifts=[Shift(("x1",), 0, 3.0)], batch_size=10**6)))
+    parts = split(batch)[:2]  # partition 2 never sends anything
+    reports = stage1_reports(parts, reference, cut=400)
+    merger = ModelMerger("m", Monitor(CFG, reference), TIMING, PARTITIONS, idle_timeout_ms=5_000)
+    for r in reports:
+        assert merger.observe(r).closed == []  # waiting on partition 2
+    assert merger.tick(now_ms=1_000).closed == []
+    result = merger.tick(now_ms=6_000)
+    assert result.closed and set(result.partitions_reported) == {2}
+    assert result.alerts and {a.partitions_reported for a in result.alerts} == {2}
+
+
+def test_profiler_checkpoint_resumes_with_identical_partials(events, reference) -> None:
+    records = records_of(events)
+    cut = len(records) // 2
+    straight = run_stage1(profiler(0, reference), records, [cut])
+    first = profiler(0, reference)
+    head = run_stage1(first, records[:cut], [])
+    resumed = profiler(0, reference)
+    resumed.load(decode_checkpoint(encode_checkpoint(first.state())))
+    assert resumed.offset_ == cut
+    tail = [r.to_bytes() for r in resumed.observe(records[cut:], len(records)).reports]
+    assert _same_panes(head + tail, straight)
+
+
+def _same_panes(a: list[bytes], b: list[bytes]) -> bool:
+    """Reports equal in everything but float rounding of the moment sums."""
+    ra, rb = [PartialReport.from_bytes(x) for x in a], [PartialReport.from_bytes(x) for x in b]
+    if [(r.watermark, len(r.profiles)) for r in ra] != [(r.watermark, len(r.profiles)) for r in rb]:
+        return False
+    pa = [p for r in ra for p in r.profiles]
+    pb = [p for r in rb for p in r.profiles]
+    return all(
+        x.count == y.count
+        and np.array_equal(x.bins, y.bins)
+        and np.allclose(x.sums, y.sums, rtol=1e-12, atol=1e-9)
+        for x, y in zip(pa, pb, strict=True)
+    )
+
+
+def test_merger_checkpoint_resumes_with_identical_alerts(events, reference) -> None:
+    reports = stage1_reports(split(events), reference, cut=500)
+    straight, _ = merge_all(reports, reference)
+    half = len(reports) // 2
+    head, merger = merge_all(reports[:half], reference)
+    state = decode_checkpoint(encode_checkpoint(merger.state()))
+    resumed = ModelMerger.from_state(state, Monitor.restore, "m", TIMING, PARTITIONS, 10**9)
+    tail = [a for r in reports[half:] for a in resumed.observe(r).alerts]
+    assert head and tail  # the cut really falls between alerts
+    assert [a.alert_id for a in head + tail] == [a.alert_id for a in straight]
+
+
+def test_streams_config_validates_and_names_internal_topics() -> None:
+    cfg = StreamsConfig.from_dict(
+        {
+            "kafka": {"bootstrap_servers": "k:9092"},
+            "topics": {"features": {"name": "f", "format": "json"}, "alerts": "a"},
+            "worker": {"app_id": "shop", "idle_timeout": "1m", "session_timeout": "10s"},
+        },
+        env={"DRIFTWIRE_BOOTSTRAP_SERVERS": "other:9092"},
+    )
+    assert cfg.kafka.bootstrap_servers == "other:9092"  # env overrides the file
+    assert (cfg.worker.idle_timeout_ms, cfg.worker.session_timeout_ms) == (60_000, 10_000)
+    assert cfg.worker.partials_topic == "shop-partials"
+    assert cfg.topics.dead_letter.name == "shop-dead-letter"
+    assert cfg.worker.group == "shop"
+    with pytest.raises(StreamsConfigError, match="unknown keys"):
+        StreamsConfig.from_dict({"topics": {"features": "f", "alerts": "a"}, "worker": {"x": 1}})
+    with pytest.raises(StreamsConfigError, match="format"):
+        StreamsConfig.from_dict(
+            {"topics": {"features": {"name": "f", "format": "xml"}, "alerts": "a"}}
+        )
+    with pytest.raises(StreamsConfigError, match="alerts"):
+        StreamsConfig.from_dict({"topics": {"features": "f"}})
