@@ -193,6 +193,108 @@ class SegmentConfig:
     min_count: int = 1_000
 
 
+# Production signals beyond distributions (issue 8). Each section is optional on a model:
+# absent means the detector is off, so adding driftwire to a model changes no alerts until
+# it is asked for.
+@with_config(_STRICT)
+@dataclass(frozen=True)
+class VolumeConfig:
+    """Events per window against what is expected, and silence.
+
+    Expected count: the hour-of-week median once `seasonal_weeks` weeks of history exist for
+    that hour, else the reference rate (count / event-time span of the reference), else the
+    mean of the first `warmup_windows` windows. A window breaches when its count is below
+    `drop_factor` x expected (or above `spike_factor` x) *and* a Poisson tail at `alpha` says
+    so (small windows do not flap) *and* it is also off the median of the last `history`
+    normal windows. `silence_after`: a model with no event for that long (measured against
+    the watermark, which advances with the other models' traffic) raises `silence`; None
+    turns silence off.
+    """
+
+    drop_factor: float = 0.5
+    spike_factor: float = 2.0
+    alpha: float = 1e-3
+    history: int = 12
+    warmup_windows: int = 3
+    seasonal_weeks: int = 2
+    silence_after: Duration | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.drop_factor < 1 < self.spike_factor:
+            raise ValueError("need 0 < drop_factor < 1 < spike_factor")
+        if not 0 < self.alpha < 1 or self.history < 1 or self.warmup_windows < 1:
+            raise ValueError("alpha must be in (0, 1); history and warmup_windows >= 1")
+        if self.seasonal_weeks < 1 or (self.silence_after is not None and self.silence_after <= 0):
+            raise ValueError("seasonal_weeks must be >= 1 and silence_after > 0")
+
+
+_QUANTILE_NAMES = ("p50", "p95", "p99")
+
+
+@with_config(_STRICT)
+@dataclass(frozen=True)
+class LatencyConfig:
+    """Per-window inference-latency checks (events need `latency_ms`).
+
+    `slo_ms`: quantile name ('p50', 'p95', 'p99') -> limit in ms; a window above it breaches.
+    Shift: `shift_quantile` must grow by `shift_factor` over the reference *and* the share of
+    the window above the reference's quantile bucket must be significant at `alpha`
+    (one-sided binomial test). Without latencies in the reference, the first
+    `warmup_windows` windows become the latency reference.
+    """
+
+    slo_ms: dict[str, float] = field(default_factory=dict)
+    shift_quantile: Literal["p50", "p95", "p99"] = "p99"
+    shift_factor: float = 1.5
+    alpha: float = 1e-4
+    min_count: int = 200
+    warmup_windows: int = 3
+
+    def __post_init__(self) -> None:
+        for name in self.slo_ms:
+            if name not in _QUANTILE_NAMES:
+                raise ValueError(f"unknown quantile {name!r}, expected one of {_QUANTILE_NAMES}")
+        if self.shift_factor <= 1 or not 0 < self.alpha < 1 or self.min_count < 1:
+            raise ValueError("shift_factor must be > 1, alpha in (0, 1), min_count >= 1")
+
+
+@with_config(_STRICT)
+@dataclass(frozen=True)
+class VersionsConfig:
+    """Monitors keyed by (model, version). A new version starts against the model's reference
+    (or, with `warmup_reference`, a reference built from its first `warmup_events`); a
+    version with no event for `retire_after` is retired. Roll-outs and retirements are
+    `lifecycle` events on the alerts topic."""
+
+    retire_after: Duration = 3_600_000
+    warmup_reference: bool = False
+    warmup_events: int = 5_000
+    max_versions: int = 8
+
+    def __post_init__(self) -> None:
+        if self.retire_after <= 0 or self.warmup_events < 1 or self.max_versions < 1:
+            raise ValueError("retire_after, warmup_events and max_versions must be > 0")
+
+
+@with_config(_STRICT)
+@dataclass(frozen=True)
+class ShadowConfig:
+    """This model is a challenger running in shadow of `champion` (another model id) on the
+    same prediction ids. Per window their scores are compared (binned KS, as for prediction
+    drift) and, once labels arrive, their accuracy on the same events (McNemar's exact test).
+    """
+
+    champion: str
+    alpha: float = 1e-4
+    min_effect: float = 0.05
+    min_count: int = 200
+    bins: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.champion or not 0 < self.alpha < 1 or self.min_count < 1 or self.bins < 2:
+            raise ValueError("champion must be set, alpha in (0, 1), min_count >= 1, bins >= 2")
+
+
 @with_config(_STRICT)
 @dataclass(frozen=True)
 class ModelConfig:
@@ -208,6 +310,10 @@ class ModelConfig:
     alerts: AlertPolicy = field(default_factory=AlertPolicy)
     segments: SegmentConfig | None = None
     concept: ConceptConfig | None = None
+    volume: VolumeConfig | None = None
+    latency: LatencyConfig | None = None
+    versions: VersionsConfig | None = None
+    shadow: ShadowConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.id:

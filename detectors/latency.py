@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from driftwire.detectors.alerts import AlertKind, Evidence, Severity, Verdict
+from driftwire.detectors.config import LatencyConfig
 from scipy.stats import binom
 
 #: Quantiles are within this relative error (1%) of a true order statistic.
@@ -107,32 +108,6 @@ class LatencySketch:
         return cls(dense)
 
 
-@dataclass(frozen=True)
-class LatencyConfig:
-    """Per-window latency checks.
-
-    `slo_ms`: quantile name ('p50', 'p95', 'p99') -> limit in ms; a window above it breaches.
-    `shift_quantile` must grow by `shift_factor` over the reference and the share of the
-    window above the reference's quantile bucket must be significant at `alpha`.
-    Without a latency reference, the first `warmup_windows` windows become the reference.
-    """
-
-    enabled: bool = True
-    slo_ms: dict[str, float] = field(default_factory=dict)
-    shift_quantile: str = "p99"
-    shift_factor: float = 1.5
-    alpha: float = 1e-4
-    min_count: int = 200
-    warmup_windows: int = 3
-
-    def __post_init__(self) -> None:
-        for name in (*self.slo_ms, self.shift_quantile):
-            if name not in QUANTILES:
-                raise ValueError(f"unknown quantile {name!r}, expected one of {sorted(QUANTILES)}")
-        if self.shift_factor <= 1 or not 0 < self.alpha < 1 or self.min_count < 1:
-            raise ValueError("shift_factor must be > 1, alpha in (0, 1), min_count >= 1")
-
-
 class LatencyDetector:
     """SLO and shift checks on each closed window's latency sketch.
 
@@ -156,7 +131,7 @@ class LatencyDetector:
     ) -> list[Verdict]:
         """Verdicts for one window; windows with too few latencies yield none."""
         cfg = self.config
-        if not cfg.enabled or sketch.count < cfg.min_count:
+        if sketch.count < cfg.min_count:
             return []
         current = {name: sketch.quantile(q) for name, q in QUANTILES.items()}
         out = [self._slo(name, limit, current, sketch, start, end, segment)

@@ -40,11 +40,14 @@ from driftwire.detectors.alerts import (
     AlertLifecycle,
     Evidence,
     Severity,
+    Status,
     Verdict,
+    alert_from_verdict,
 )
 from driftwire.detectors.batch import FeatureBatch, OutcomeBatch
 from driftwire.detectors.config import ModelConfig
 from driftwire.detectors.gradual import GradualDetector
+from driftwire.detectors.latency import LatencyDetector
 from driftwire.detectors.profile import LABEL_COLUMN, SCORE_COLUMN, ProfileLayout, WindowProfile
 from driftwire.detectors.quality import quality_checks
 from driftwire.detectors.reference import ReferenceProfile
@@ -58,6 +61,7 @@ from driftwire.detectors.stats import (
     psi,
     wasserstein_flat,
 )
+from driftwire.detectors.volume import SilenceDetector, VolumeDetector
 from driftwire.detectors.windows import WindowClock, pane_starts
 
 log = logging.getLogger(__name__)
@@ -331,6 +335,7 @@ class Monitor:
         self.counters_ = MonitorCounters()
         self.concept_ = self._concept_tracker()
         self.tester_ = WindowTester(config, reference, self.layout_)
+        self.__dict__.update(_signal_detectors(config, reference))
 
     def _concept_tracker(self) -> Any:
         if self.config.concept is None:
@@ -398,6 +403,9 @@ class Monitor:
                     f"monitor uses {self.layout_.reference_id}"
                 )
             overall = prof.segment is None
+            if overall and self.silence_ is not None and prof.count:
+                # any event is a sign of life, even one too late to be counted in a window
+                self.silence_.observe(max(prof.last_event_time, prof.window_start))
             if not self.clock_.accepts(prof.window_start):
                 if overall:
                     self.counters_.late_dropped += prof.count
@@ -449,6 +457,8 @@ class Monitor:
             del self.panes_[key]
         if self.concept_ is not None:
             alerts.extend(self.concept_.advance(int(watermark_ms)))
+        if self.silence_ is not None and watermark_ms >= self.clock_.watermark_:
+            alerts.extend(self._direct(v) for v in self.silence_.check(int(watermark_ms)))
         for a in alerts:
             self.counters_.alerts_by_kind[a.kind.value] = (
                 self.counters_.alerts_by_kind.get(a.kind.value, 0) + 1
@@ -471,6 +481,7 @@ class Monitor:
         prof = self._window(start, "")
         if prof is None:
             return []
+        signals = self._signal_verdicts(prof, None)  # on the window's own traffic, no carry
         if self.carry_ is not None:  # tumbling windows under min_count were carried forward
             carried, self.carry_ = self.carry_, None
             span = (carried.window_start, prof.window_end)
@@ -479,15 +490,43 @@ class Monitor:
             self.counters_.windows_skipped_min_count += 1
             if self.clock_.hop == self.clock_.size:
                 self.carry_ = prof
-            return []
+            return self._observe(signals)
         self.counters_.windows_tested += 1
         verdicts, raw_p = self.tester_.verdicts(prof, None)
+        verdicts.extend(signals)
         verdicts.extend(self._gradual(prof, raw_p))
         verdicts.extend(self._segment_verdicts(start))
+        return self._observe(verdicts)
+
+    def _observe(self, verdicts: list[Verdict]) -> list[Alert]:
         alerts = [
             a for v in sorted(verdicts, key=_verdict_order) for a in self.lifecycle_.observe(v)
         ]
         return sorted(alerts, key=_alert_order)
+
+    def _signal_verdicts(self, prof: WindowProfile, segment: str | None) -> list[Verdict]:
+        """Volume and latency of one window (of one segment, volume only)."""
+        out: list[Verdict] = []
+        start, end = prof.window_start, prof.window_end
+        if self.volume_ is not None:
+            det = self.volume_ if segment is None else self._segment_volume(segment)
+            out.append(det.update(prof.count, start, end, segment))
+        if self.latency_ is not None and segment is None:
+            out.extend(self.latency_.update(prof.latency, start, end))
+        return out
+
+    def _segment_volume(self, segment: str) -> VolumeDetector:
+        det = self.segment_volume_.get(segment)
+        if det is None:  # a segment's share of the reference rate is unknown: warm up
+            det = self.segment_volume_[segment] = VolumeDetector(self.config.volume)
+        return det
+
+    def _direct(self, verdict: Verdict) -> Alert:
+        """Silence has its own state machine (it fires between windows): no hysteresis."""
+        status = Status.FIRING if verdict.breached else Status.RESOLVED
+        return alert_from_verdict(
+            verdict, status, self.config.id, self.reference.reference_id, self.model_version
+        )
 
     def _segment_verdicts(self, start: int) -> list[Verdict]:
         seg_cfg = self.config.segments
@@ -498,6 +537,7 @@ class Monitor:
             prof = self._window(start, segment)
             if prof is None:
                 continue
+            out.extend(self._signal_verdicts(prof, segment))
             if prof.count < seg_cfg.min_count:
                 self.counters_.segment_windows_skipped_min_count += 1
                 continue
@@ -560,7 +600,10 @@ class Monitor:
                 f"{SNAPSHOT_VERSION}); rebuild the state by replaying from the reference"
             )
         mon = cls.__new__(cls)
-        mon.__dict__.update(pickle.loads(data[len(SNAPSHOT_MAGIC) + 2 :]))
+        state = pickle.loads(data[len(SNAPSHOT_MAGIC) + 2 :])
+        if "volume_" not in state:  # a snapshot from before issue 8: signals start fresh
+            state |= _signal_detectors(state["config"], state["reference"])
+        mon.__dict__.update(state)
         return mon
 
     def describe(self) -> str:
@@ -572,6 +615,21 @@ class Monitor:
                 "segments": self.segments_,
             }
         )
+
+
+def _signal_detectors(config: ModelConfig, reference: ReferenceProfile) -> dict[str, Any]:
+    """The volume / silence / latency state of a monitor (all None when not configured)."""
+    volume = getattr(config, "volume", None)
+    latency = getattr(config, "latency", None)
+    silence_after = volume.silence_after if volume is not None else None
+    return {
+        "volume_": VolumeDetector(volume, reference.event_rate) if volume else None,
+        "segment_volume_": {},
+        "silence_": SilenceDetector(silence_after) if silence_after else None,
+        "latency_": (
+            LatencyDetector(latency, getattr(reference, "latency", None)) if latency else None
+        ),
+    }
 
 
 def _verdict_order(v: Verdict) -> tuple[Any, ...]:

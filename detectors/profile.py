@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 import numpy as np
 from driftwire.detectors.batch import FeatureBatch
+from driftwire.detectors.latency import LatencySketch
 
 if TYPE_CHECKING:
     from driftwire.detectors.reference import ReferenceProfile
@@ -155,6 +156,9 @@ class WindowProfile:
     mins: np.ndarray  # float64 per numeric column, NaN when no finite value
     maxs: np.ndarray
     partitions: frozenset[int] = field(default_factory=frozenset)
+    # inference latency (empty sketch when the events carry none) and the latest event time
+    latency: LatencySketch = field(default_factory=LatencySketch)
+    last_event_time: int = -1
 
     @property
     def key(self) -> tuple[int, str]:
@@ -200,6 +204,10 @@ class WindowProfile:
         """Profile all rows of `batch` (the caller has already selected one pane/segment)."""
         prof = cls.empty(layout, batch.model_id, start, end, segment)
         prof.count = len(batch)
+        if len(batch):
+            prof.last_event_time = int(batch.event_time.max())
+        if batch.latency_ms is not None:
+            prof.latency = LatencySketch.from_values(batch.latency_ms)
         if partition is not None:
             prof.partitions = frozenset({partition})
         n_num = len(layout.numeric)
@@ -243,6 +251,8 @@ class WindowProfile:
             mins=np.fmin(self.mins, other.mins),
             maxs=np.fmax(self.maxs, other.maxs),
             partitions=self.partitions | other.partitions,
+            latency=self.latency.merge(other.latency),
+            last_event_time=max(self.last_event_time, other.last_event_time),
         )
 
     def relabel(self, start: int, end: int, segment: str | None) -> WindowProfile:
@@ -282,6 +292,7 @@ class WindowProfile:
         return layout.shifts + m1, np.sqrt(var)
 
     def to_record(self) -> dict[str, Any]:
+        latency_index, latency_counts = self.latency.to_sparse()
         return {
             "model_id": self.model_id,
             "reference_id": self.reference_id,
@@ -298,6 +309,9 @@ class WindowProfile:
             "mins": self.mins.tolist(),
             "maxs": self.maxs.tolist(),
             "partitions": sorted(self.partitions),
+            "latency_index": latency_index,
+            "latency_counts": latency_counts,
+            "last_event_time": int(self.last_event_time),
         }
 
     @classmethod
@@ -318,6 +332,10 @@ class WindowProfile:
             mins=np.array(rec["mins"], dtype=np.float64),
             maxs=np.array(rec["maxs"], dtype=np.float64),
             partitions=frozenset(rec["partitions"]),
+            latency=LatencySketch.from_sparse(
+                rec.get("latency_index", []), rec.get("latency_counts", [])
+            ),
+            last_event_time=rec.get("last_event_time", -1),
         )
 
     def to_bytes(self) -> bytes:

@@ -38,6 +38,7 @@ import fastavro
 import numpy as np
 from driftwire.detectors.batch import FeatureBatch
 from driftwire.detectors.config import ModelConfig
+from driftwire.detectors.latency import LatencySketch
 from driftwire.detectors.profile import (
     LABEL_COLUMN,
     SCORE_COLUMN,
@@ -190,6 +191,15 @@ class ReferenceProfile:
     categorical: dict[str, CategoricalReference] = field(default_factory=dict)
     score: NumericReference | None = None
     label: CategoricalReference | None = None
+    # event-time span of the data (0: unknown) for the reference event rate, and latencies;
+    # both stay out of the content hash while empty so existing reference ids do not change
+    time_span_ms: int = 0
+    latency: LatencySketch = field(default_factory=LatencySketch)
+
+    @property
+    def event_rate(self) -> float | None:
+        """Events per millisecond of event time in the reference, None when unknown."""
+        return self.count / self.time_span_ms if self.time_span_ms > 0 else None
 
     @classmethod
     def from_batch(
@@ -227,9 +237,16 @@ class ReferenceProfile:
             label = CategoricalReference.from_values(LABEL_COLUMN, batch.label)
         if created_at is None:
             created_at = int(batch.event_time.max()) if len(batch) else 0
-        ref = cls("", cfg_model.id, created_at, len(batch), numeric, categorical, score, label)
+        span = int(batch.event_time.max() - batch.event_time.min()) if len(batch) > 1 else 0
+        latency = (
+            LatencySketch.from_values(batch.latency_ms)
+            if batch.latency_ms is not None
+            else LatencySketch()
+        )
+        body = (len(batch), numeric, categorical, score, label, span, latency)
+        ref = cls("", cfg_model.id, created_at, *body)
         rid = reference_id or f"{cfg_model.id}-{ref.content_hash()[:16]}"
-        return cls(rid, cfg_model.id, created_at, len(batch), numeric, categorical, score, label)
+        return cls(rid, cfg_model.id, created_at, *body)
 
     @classmethod
     def from_file(
@@ -257,11 +274,18 @@ class ReferenceProfile:
             "categorical": [c.to_record() for c in self.categorical.values()],
             "score": self.score.to_record() if self.score else None,
             "label": self.label.to_record() if self.label else None,
-        }
+        } | self._extras()
+
+    def _extras(self) -> dict[str, Any]:
+        if not self.latency.count:
+            return {}
+        index, counts = self.latency.to_sparse()
+        return {"latency_index": index, "latency_counts": counts}
 
     def to_record(self) -> dict[str, Any]:
         head = {"reference_id": self.reference_id, "model_id": self.model_id}
-        return head | {"created_at": self.created_at} | self._body()
+        times = {"created_at": self.created_at, "time_span_ms": self.time_span_ms}
+        return head | times | self._body()
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> ReferenceProfile:
@@ -276,6 +300,10 @@ class ReferenceProfile:
             },
             score=NumericReference.from_record(rec["score"]) if rec["score"] else None,
             label=CategoricalReference.from_record(rec["label"]) if rec["label"] else None,
+            time_span_ms=rec.get("time_span_ms", 0),
+            latency=LatencySketch.from_sparse(
+                rec.get("latency_index", []), rec.get("latency_counts", [])
+            ),
         )
 
     def to_bytes(self) -> bytes:

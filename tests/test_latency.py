@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from driftwire.detectors.alerts import AlertKind
+from driftwire.detectors.config import ModelConfig, WindowConfig
+from driftwire.detectors.generators import StreamSpec, generate, take_events
 from driftwire.detectors.latency import (
     QUANTILES,
     RELATIVE_ACCURACY,
@@ -12,6 +14,9 @@ from driftwire.detectors.latency import (
     LatencyDetector,
     LatencySketch,
 )
+from driftwire.detectors.monitor import Monitor
+from driftwire.detectors.profile import WindowProfile
+from driftwire.detectors.reference import ReferenceProfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,3 +103,45 @@ def test_warmup_reference_then_shift_is_found():
 def test_small_windows_are_not_tested():
     det = LatencyDetector(LatencyConfig(slo_ms={"p99": 1.0}, min_count=200))
     assert det.update(LatencySketch.from_values(np.full(199, 500.0)), 0, 1) == []
+
+
+def _latency_stream(shift_at_ms=None, duration_ms=300_000, seed=11):
+    """Generator batches with latency_ms: lognormal p99 ~40 ms, ~120 ms from shift_at_ms."""
+    rng = np.random.default_rng(seed)
+    spec = StreamSpec(n_numeric=3, n_categorical=1, rate=500.0, seed=seed)
+    for batch in generate(spec, duration_ms, batch_size=2_500):
+        slow = (
+            np.zeros(len(batch), bool) if shift_at_ms is None else batch.event_time >= shift_at_ms
+        )
+        batch.latency_ms = rng.lognormal(np.log(np.where(slow, 60.0, 20.0)), 0.3)
+        yield batch
+
+
+def _latency_monitor(**latency):
+    cfg = ModelConfig(
+        id="m", window=WindowConfig(size=10_000, min_count=100), latency=LatencyConfig(**latency)
+    )
+    ref_batch = take_events(StreamSpec(n_numeric=3, n_categorical=1, rate=500.0), 10_000)
+    ref_batch.latency_ms = np.random.default_rng(0).lognormal(np.log(20.0), 0.3, len(ref_batch))
+    return Monitor(cfg, ReferenceProfile.from_batch(ref_batch, cfg))
+
+
+def test_monitor_alerts_p99_rise_once_and_profiles_carry_the_sketch_over_the_wire():
+    mon = _latency_monitor(slo_ms={"p99": 80.0})
+    assert mon.reference.latency.count == 10_000
+    alerts = []
+    for batch in _latency_stream(shift_at_ms=150_000):
+        # stage 1 -> bytes -> stage 2, as the worker does over the partials topic
+        wire = [WindowProfile.from_bytes(p.to_bytes()) for p in mon.profile(batch, partition=0)]
+        alerts += mon.add_profiles(wire) + mon.advance(int(batch.event_time.max()))
+    latency = [(a.detector, a.status.value, a.window_start) for a in alerts]
+    assert latency == [("latency_shift", "firing", 150_000), ("latency_slo", "firing", 150_000)]
+    assert all(a.kind is AlertKind.LATENCY for a in alerts)
+
+
+def test_monitor_stationary_latency_is_quiet():
+    mon = _latency_monitor(slo_ms={"p99": 80.0})
+    alerts = []
+    for batch in _latency_stream(seed=12):
+        alerts += mon.update_features(batch) + mon.advance(int(batch.event_time.max()))
+    assert mon.counters_.windows_tested >= 28 and alerts == []
