@@ -201,6 +201,8 @@ class Worker:
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "range",
                 "statistics.interval.ms": 5000,
+                "session.timeout.ms": self.cfg.worker.session_timeout_ms,
+                "heartbeat.interval.ms": max(self.cfg.worker.session_timeout_ms // 10, 100),
                 "stats_cb": self._on_stats,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,

@@ -97,6 +97,8 @@ class WorkerConfig:
     schema_registry_url: str | None = None
     batch_size: int = 10_000
     batch_timeout_ms: int = 200
+    # how long the group waits for a crashed worker before handing its partitions on
+    session_timeout_ms: int = 45_000
     internal_partitions: int | None = None  # partials topic; default: features partitions
 
     def __post_init__(self) -> None:
@@ -120,7 +122,7 @@ class WorkerConfig:
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> WorkerConfig:
         values = dict(raw)
-        for key in ("idle_timeout", "batch_timeout"):
+        for key in ("idle_timeout", "batch_timeout", "session_timeout"):
             if key in values:
                 values[f"{key}_ms"] = _duration_ms(f"worker.{key}", values.pop(key))
         _check_keys("worker", values, cls)

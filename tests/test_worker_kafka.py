@@ -100,7 +100,12 @@ class Scenario:
         raw = {
             "kafka": {"bootstrap_servers": self.bootstrap},
             "topics": {"features": self.features, "alerts": alerts},
-            "worker": {"app_id": app_id, "idle_timeout": "20s", "batch_timeout": "100ms"},
+            "worker": {
+                "app_id": app_id,
+                "idle_timeout": "20s",
+                "batch_timeout": "100ms",
+                "session_timeout": "6s",  # the broker's minimum: a SIGKILLed worker is noticed fast
+            },
             "models": models,
         }
         path = self.workdir / f"{app_id}.yaml"
