@@ -860,7 +860,7 @@ def _topic_source(
     replay = TopicRange(
         config,
         topics.features.name,
-        topics.outcomes.name if topics.outcomes and spec.outcomes != ("none",) else None,
+        topics.outcomes.name if topics.outcomes else None,
         spec.start_ms,
         spec.end_ms,
     )

@@ -16,9 +16,12 @@ column is a numeric feature and every string column a categorical one. Outcome t
 **Topics** (:class:`TopicRange` + :func:`topic_steps`): start offsets from
 ``offsets_for_times(start)``, end offsets fixed when the replay starts (the high watermark,
 or ``offsets_for_times(end)`` when earlier), so a live topic does not make the replay
-endless. Messages are read with confluent-kafka in batches, decoded, and all partitions
-(of the features and the outcomes topic) are merged in event-time order: a row is released
-once every unfinished partition has shown an event time at or past it.
+endless. The range is cut on the Kafka message timestamps, so producers should stamp
+messages with the event time (as ``CreateTime``); windows are still cut on the event
+time inside each event. Messages are read with confluent-kafka in batches, decoded, and
+all partitions (of the features and the outcomes topic) are merged in event-time order:
+each partition is released in offset order, up to the smallest event time that every
+unfinished partition has reached.
 
 >>> import numpy as np, pyarrow as pa
 >>> table = pa.table({"model_id": ["m", "m", "m"], "prediction_id": ["a", "b", "c"],

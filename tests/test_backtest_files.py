@@ -254,3 +254,46 @@ def test_file_steps_are_in_event_time_order_across_models() -> None:
         times = [t for b in step.features for t in b.event_time.tolist()]
         assert min(times) > previous and max(times) <= step.watermark
         previous = step.watermark
+
+
+def test_two_models_first_n_reference_and_a_truth_file(tmp_path: Path) -> None:
+    tables = []
+    for seed, model in enumerate(("alpha", "beta")):
+        spec = StreamSpec(n_numeric=4, n_categorical=0, rate=5.0, seed=30 + seed, model_id=model)
+        tables += [table_from_features(b) for b in generate(spec, 3 * HOUR, batch_size=60_000)]
+    pq.write_table(pa.concat_tables(tables), tmp_path / "both.parquet")
+    truth = [{"model": "alpha", "kind": "data_drift", "feature": "x0",
+              "at": "1970-01-01T01:30:00Z", "label": "incident 42"}]  # fmt: skip
+    (tmp_path / "truth.yaml").write_text(yaml.safe_dump(truth))
+    window = {"size": WINDOW, "min_count": 300}
+    config = {
+        "models": [
+            {"id": m, "window": window, "reference": {"source": "first_n", "first_n": 6_000}}
+            for m in ("alpha", "beta")
+        ],
+        "backtest": {
+            "features": ["both.parquet"],
+            "truth": "truth.yaml",
+            "inject": [{"kind": "shift", "feature": "x0", "model": "alpha",
+                        "at": int(1.5 * HOUR), "amount": 1.0}],
+        },
+    }  # fmt: skip
+    (tmp_path / "bt.yaml").write_text(yaml.safe_dump(config))
+    result = load_backtest(tmp_path / "bt.yaml").run()
+    assert result.models == ["alpha", "beta"]
+    # the injection and the truth file name the same change: both found, on alpha only
+    assert [(c.model, c.label) for c in result.truth] == [
+        ("alpha", "incident 42"),
+        ("alpha", "shift x0 x1"),
+    ]
+    assert all(d.found for d in result.card.detector.detections)
+    firing = {(a.model_id, a.feature) for a in result.alerts if a.status == "firing"}
+    assert ("alpha", "x0") in firing
+    # the injection was scoped to alpha: beta's x0 never breached
+    (beta_x0,) = [
+        s for s in result.series if (s.model, s.feature, s.detector) == ("beta", "x0", "ks")
+    ]
+    assert len(beta_x0.window_end) >= 15 and not any(beta_x0.breached)
+    assert ("beta", "x0") not in firing
+    assert {s.model for s in result.series} == {"alpha", "beta"}
+    assert {w.model for w in result.windows} == {"alpha", "beta"}
