@@ -6,16 +6,14 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from driftwire.detectors.alerts import Alert
-from driftwire.detectors.config import parse_duration
-from driftwire.schemas.records import alert_to_record
-from driftwire.schemas.serde import Codec
-from driftwire.streams.alerts_reader import AlertFilter, AlertsReader, AlertsReaderError, StartAt
-from driftwire.streams.config import StreamsConfig, StreamsConfigError
-from driftwire.streams.settings import KafkaSettings
 from rich.console import Console
+
+if TYPE_CHECKING:  # the engine pulls in river and scipy: import it only when a command runs
+    from driftwire.detectors.alerts import Alert
+    from driftwire.streams.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 err = Console(stderr=True)
@@ -25,6 +23,8 @@ SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "green"}
 
 def parse_since(text: str, now_ms: int) -> int:
     """An ISO-8601 time, epoch milliseconds, or a duration ago ("15m", "2h")."""
+    from driftwire.detectors.config import parse_duration
+
     text = text.strip()
     if text.isdigit():
         return int(text)
@@ -67,6 +67,9 @@ def format_alert(alert: Alert) -> str:
 def _connection(
     config: Path | None, bootstrap: str | None, topic: str | None, fmt: str | None
 ) -> tuple[KafkaSettings, str, str]:
+    from driftwire.streams.config import StreamsConfig, StreamsConfigError
+    from driftwire.streams.settings import KafkaSettings
+
     if config is not None:
         try:
             streams = StreamsConfig.load(config)
@@ -106,6 +109,15 @@ def alerts(
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the broker."),
 ) -> None:
     """Show drift alerts as they fire and resolve (default: new ones only; see --from-beginning)."""
+    from driftwire.schemas.records import alert_to_record
+    from driftwire.schemas.serde import Codec
+    from driftwire.streams.alerts_reader import (
+        AlertFilter,
+        AlertsReader,
+        AlertsReaderError,
+        StartAt,
+    )
+
     if fmt is not None and fmt not in ("avro", "json"):
         raise typer.BadParameter("expected avro or json", param_hint="--format")
     settings, topic_name, topic_format = _connection(config, bootstrap, topic, fmt)

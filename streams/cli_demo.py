@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from driftwire.detectors.alerts import Alert
-from driftwire.streams.broker import BrokerError
-from driftwire.streams.cli_alerts import format_alert
-from driftwire.streams.demo import DemoResult, DemoSettings, default_workdir, run_demo
-from driftwire.streams.simulator import Incident
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # heavy (engine, Kafka clients): imported when the command runs
+    from driftwire.detectors.alerts import Alert
+    from driftwire.streams.demo import DemoResult
+    from driftwire.streams.simulator import Incident
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -55,6 +56,10 @@ def demo(
     stationary control). Incidents: a price-tier change (data drift), a broken upstream
     join (data quality) and fraudsters adapting (concept drift). Ctrl-C ends it cleanly.
     """
+    from driftwire.streams.broker import BrokerError
+    from driftwire.streams.cli_alerts import format_alert
+    from driftwire.streams.demo import DemoSettings, default_workdir, run_demo
+
     if duration < 45:
         raise typer.BadParameter("the three incidents need at least 45 s", param_hint="--duration")
     settings = DemoSettings(
