@@ -11,7 +11,9 @@ Kinds:
 - ``missing``: a fraction ``amount`` of values become missing (NaN / None);
 - ``new_category``: a fraction ``amount`` of a categorical feature becomes ``category``;
 - ``label_flip``: a fraction ``amount`` of outcome labels is flipped (0/1 values become
-  1 - v; class labels move to the next entry of ``classes``).
+  1 - v; class labels move to the next entry of ``classes``). It acts on the *outcome*
+  event time, while the engine windows outcomes by their prediction's time: a window
+  that ends less than one label delay before ``at`` already holds flipped labels.
 
 Random choices come from one seeded generator per injection that draws one number per
 row of every batch it sees, so the same rows are picked whatever the batch sizes are.

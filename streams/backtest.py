@@ -550,8 +550,9 @@ def build_setups(
         ref_cfg = cfg.reference
         if ref_cfg.source == "file":
             path = Path(str(ref_cfg.path))
-            if not path.is_absolute() and not path.exists():
-                path = Path(base_dir) / path
+            beside = Path(base_dir) / path
+            if not path.is_absolute() and (beside.exists() or not path.exists()):
+                path = beside  # relative to the config file first, like the backtest paths
             reference = ReferenceProfile.from_file(path, cfg)
         elif ref_cfg.source == "first_n":
             head = first_events(cfg.id, ref_cfg.first_n)
