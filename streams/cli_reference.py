@@ -26,15 +26,13 @@ from driftwire.detectors.config import ConfigError, ModelConfig, load_config, pa
 from driftwire.detectors.reference import CategoricalReference, NumericReference, ReferenceProfile
 from driftwire.detectors.scoring import parse_time_ms
 from driftwire.schemas.serde import Codec
+from driftwire.streams.alerts_reader import QUIET_CLIENT_LOG  # librdkafka: quiet retries
 from driftwire.streams.config import StreamsConfig, StreamsConfigError
 from driftwire.streams.replay import PartitionRange, TopicRange, concat_features, topic_steps
 from rich.console import Console
 from rich.table import Table
 
 log = logging.getLogger(__name__)
-# librdkafka retries forever and logs every attempt; our own message says it once
-QUIET_CLIENT_LOG = logging.getLogger("driftwire.librdkafka")
-QUIET_CLIENT_LOG.setLevel(logging.CRITICAL)
 
 app = typer.Typer(help="Reference profiles: the baseline each window is compared with.")
 

@@ -29,14 +29,12 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 from driftwire.detectors.config import parse_duration
 from driftwire.streams.admin import wait_for_leaders
+from driftwire.streams.alerts_reader import QUIET_CLIENT_LOG  # librdkafka: quiet retries
 from driftwire.streams.config import StreamsConfig, StreamsConfigError
 from rich.console import Console
 from rich.table import Table
 
 log = logging.getLogger(__name__)
-# librdkafka retries forever and logs every attempt; our own message says it once
-QUIET_CLIENT_LOG = logging.getLogger("driftwire.librdkafka")
-QUIET_CLIENT_LOG.setLevel(logging.CRITICAL)
 
 DEFAULT_PARTITIONS = 6
 app = typer.Typer(help="Kafka topics for a driftwire config.", no_args_is_help=True)
