@@ -679,7 +679,7 @@ def _known(watermark: int) -> int | None:
     return watermark if watermark > NO_TIME else None
 
 
-def _progress(enabled: bool, total: int | None) -> Progress:
+def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]replay[/bold]"),
         BarColumn(),
@@ -706,16 +706,18 @@ class Backtest:
     def _steps(self, progress: Progress | None) -> tuple[Iterable[Step], Callable[[Step], None]]:
         task = progress.add_task("replay", total=None, rate="-") if progress else None
         started = time.perf_counter()
-        seen = [0]
+        seen = 0
+        if isinstance(self.source, FileSource):
+            total: int | None = self.source.events
+        else:  # messages in the planned offset ranges
+            total = self.source.replay.events or None
 
         def on_step(step: Step) -> None:
-            seen[0] += step.events
+            nonlocal seen
+            seen += step.events
             if progress is not None and task is not None:
-                rate = seen[0] / max(time.perf_counter() - started, 1e-9)
-                total = self.source.events if isinstance(self.source, FileSource) else (
-                    self.source.replay.events or None
-                )  # fmt: skip
-                progress.update(task, completed=seen[0], total=total, rate=f"{rate:,.0f}")
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                progress.update(task, completed=seen, total=total, rate=f"{rate:,.0f}")
 
         if isinstance(self.source, FileSource):
             return self.source.steps(self.spec.chunk_rows), on_step
@@ -739,7 +741,7 @@ class Backtest:
     ) -> tuple[BacktestResult, Injector]:
         setups = build_setups(engine, self.first_events(cached), self.base_dir)
         injector = Injector(self.spec.injections) if self.spec.injections else None
-        with _progress(progress, None) as bar:
+        with _progress(progress) as bar:
             steps, on_step = self._steps(bar if progress else None)
             if cached is not None:
                 steps = cached
