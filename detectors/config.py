@@ -281,7 +281,9 @@ class VersionsConfig:
 class ShadowConfig:
     """This model is a challenger running in shadow of `champion` (another model id) on the
     same prediction ids. Per window their scores are compared (binned KS, as for prediction
-    drift) and, once labels arrive, their accuracy on the same events (McNemar's exact test).
+    drift) and, once labels arrive, which of the two did better on each joined event (exact
+    McNemar / sign test on the events where they differ). `min_effect`: the smallest KS
+    distance, or the smallest net share of events one model wins, worth an alert.
     """
 
     champion: str
@@ -289,6 +291,7 @@ class ShadowConfig:
     min_effect: float = 0.05
     min_count: int = 200
     bins: int = 32
+    label_ttl: Duration = 86_400_000  # how long paired predictions wait for their outcome
 
     def __post_init__(self) -> None:
         if not self.champion or not 0 < self.alpha < 1 or self.min_count < 1 or self.bins < 2:
