@@ -15,21 +15,17 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
-from driftwire.detectors.config import ConfigError, EngineConfig, load_config
-from driftwire.streams.config import (
-    StreamsConfig,
-    StreamsConfigError,
-    TopicConfig,
-    TopicsConfig,
-    WorkerConfig,
-)
 from driftwire.streams.settings import KafkaSettings
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # the engine pulls in river and scipy: import it only when a command runs
+    from driftwire.detectors.config import EngineConfig
+    from driftwire.streams.config import StreamsConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +36,7 @@ def _problem(section: str, check: Callable[[], Any]) -> str | None:
     """Run one section's parser; its error message (prefixed by the section) or None."""
     try:
         check()
-    except (StreamsConfigError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # StreamsConfigError is a ValueError
         text = str(exc)
         return text if text.startswith(section) else f"{section}: {text}"
     return None
@@ -56,6 +52,8 @@ def _mapping(raw: Mapping[str, Any], section: str) -> tuple[dict[str, Any], str 
 
 
 def _topics_problems(topics: dict[str, Any]) -> list[str]:
+    from driftwire.streams.config import TopicConfig, TopicsConfig
+
     problems = [
         f"topics.{name} is required" for name in ("features", "alerts") if name not in topics
     ]
@@ -86,6 +84,8 @@ def _kafka_problems(kafka: dict[str, Any], env: Mapping[str, str]) -> list[str]:
 
 def streams_problems(raw: Mapping[str, Any], env: Mapping[str, str], base_dir: Path) -> list[str]:
     """Every problem found in the `kafka`, `topics`, `worker` and `backtest` sections."""
+    from driftwire.streams.config import StreamsConfig, WorkerConfig
+
     problems: list[str] = []
     sections = {}
     for section in (*STREAMS_ONLY, "backtest"):
@@ -113,6 +113,8 @@ def streams_problems(raw: Mapping[str, Any], env: Mapping[str, str], base_dir: P
 
 
 def _engine(path: Path) -> tuple[EngineConfig | None, list[str]]:
+    from driftwire.detectors.config import ConfigError, load_config
+
     try:
         return load_config(path), []
     except ConfigError as exc:
@@ -120,6 +122,8 @@ def _engine(path: Path) -> tuple[EngineConfig | None, list[str]]:
 
 
 def _summary(engine: EngineConfig, streams: StreamsConfig | None, out: Console) -> None:
+    from driftwire.streams.config import TopicsConfig
+
     models = Table("model", "numeric", "categorical", "window", "reference", title="models")
     for m in engine.models:
         numeric = m.numeric if m.numeric == "infer" else str(len(m.numeric))
@@ -147,6 +151,8 @@ def validate_config(
     ),
 ) -> None:
     """Check a config file and list every problem, with the field and what was expected."""
+    from driftwire.streams.config import StreamsConfig
+
     engine, problems = _engine(file)
     try:
         raw = yaml.safe_load(file.read_text())

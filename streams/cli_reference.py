@@ -16,21 +16,25 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from driftwire.detectors.batch import FeatureBatch
-from driftwire.detectors.config import ConfigError, ModelConfig, load_config, parse_duration
-from driftwire.detectors.reference import CategoricalReference, NumericReference, ReferenceProfile
-from driftwire.detectors.scoring import parse_time_ms
-from driftwire.schemas.serde import Codec
-from driftwire.streams.alerts_reader import QUIET_CLIENT_LOG  # librdkafka: quiet retries
-from driftwire.streams.config import StreamsConfig, StreamsConfigError
-from driftwire.streams.replay import PartitionRange, TopicRange, concat_features, topic_steps
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # the engine pulls in river and scipy: import it only when a command runs
+    from driftwire.detectors.batch import FeatureBatch
+    from driftwire.detectors.config import ModelConfig
+    from driftwire.detectors.reference import (
+        CategoricalReference,
+        NumericReference,
+        ReferenceProfile,
+    )
+    from driftwire.schemas.serde import Codec
+    from driftwire.streams.config import StreamsConfig
+    from driftwire.streams.replay import PartitionRange
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,9 @@ class TopicRead:
 
 def parse_time(text: str | None, now_ms: int, hint: str) -> int | None:
     """ISO-8601 time, epoch ms, or a duration ago ("2h"); None stays None."""
+    from driftwire.detectors.config import parse_duration
+    from driftwire.detectors.scoring import parse_time_ms
+
     if text is None:
         return None
     try:
@@ -76,6 +83,8 @@ def parse_time(text: str | None, now_ms: int, hint: str) -> int | None:
 
 def check_topics(kafka: dict[str, Any], names: list[str], timeout: float) -> None:
     """Fail fast, with a plain message, when the broker or a topic is not there."""
+    from driftwire.streams.alerts_reader import QUIET_CLIENT_LOG  # librdkafka: quiet retries
+
     admin = AdminClient({**kafka, "logger": QUIET_CLIENT_LOG})
     try:
         topics = admin.list_topics(timeout=timeout).topics
@@ -90,6 +99,9 @@ def check_topics(kafka: dict[str, Any], names: list[str], timeout: float) -> Non
 
 def read_topic_batch(read: TopicRead, model: ModelConfig) -> tuple[FeatureBatch | None, int]:
     """The model's events in the range as one batch (None if none), and undecodable count."""
+    from driftwire.detectors.batch import FeatureBatch
+    from driftwire.streams.replay import TopicRange, concat_features, topic_steps
+
     check_topics(read.kafka, [read.topic], read.timeout)
     bad = 0
 
@@ -123,6 +135,8 @@ def read_topic_batch(read: TopicRead, model: ModelConfig) -> tuple[FeatureBatch 
 
 def publish(profile: ReferenceProfile, topic: str, kafka: dict[str, Any], timeout: float) -> None:
     """Send the profile to the compacted references topic, keyed by model id; wait for the ack."""
+    from driftwire.streams.alerts_reader import QUIET_CLIENT_LOG  # librdkafka: quiet retries
+
     check_topics(kafka, [topic], timeout)
     failures: list[str] = []
 
@@ -178,6 +192,8 @@ def print_summary(profile: ReferenceProfile, out: Console) -> None:
 
 
 def _model(config: Path, model_id: str) -> ModelConfig:
+    from driftwire.detectors.config import ConfigError, load_config
+
     try:
         engine = load_config(config)
     except ConfigError as exc:
@@ -191,9 +207,11 @@ def _model(config: Path, model_id: str) -> ModelConfig:
 
 
 def _streams(config: Path, bootstrap: str | None) -> StreamsConfig:
+    from driftwire.streams.config import StreamsConfig
+
     try:
         streams = StreamsConfig.load(config)
-    except (StreamsConfigError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # StreamsConfigError is a ValueError
         raise typer.BadParameter(f"{exc} (a topic source or --publish needs kafka/topics)",
                                  param_hint="--config") from None  # fmt: skip
     if bootstrap:
@@ -203,6 +221,8 @@ def _streams(config: Path, bootstrap: str | None) -> StreamsConfig:
 
 
 def _features_codec(streams: StreamsConfig) -> Codec:
+    from driftwire.schemas.serde import Codec
+
     topic = streams.topics.features
     if topic.format != "confluent":
         return Codec("FeatureEvent", topic.format)
@@ -223,6 +243,8 @@ def _build(
     topic_read: Callable[[], TopicRead] | None,
     out: Console,
 ) -> ReferenceProfile:
+    from driftwire.detectors.reference import ReferenceProfile
+
     if from_file is not None:
         try:
             return ReferenceProfile.from_file(from_file, model)
@@ -278,6 +300,8 @@ def build(
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the broker."),
 ) -> None:
     """Learn a model's reference profile from a file or a topic range; write or publish it."""
+    from driftwire.detectors.scoring import parse_time_ms
+
     if (from_file is None) == (not from_topic):
         raise typer.BadParameter("give exactly one of --from-file PATH or --from-topic")
     if out_file is None and not publish_it:

@@ -23,16 +23,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
-from driftwire.detectors.config import parse_duration
 from driftwire.streams.admin import wait_for_leaders
-from driftwire.streams.alerts_reader import QUIET_CLIENT_LOG  # librdkafka: quiet retries
-from driftwire.streams.config import StreamsConfig, StreamsConfigError
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # the engine pulls in river and scipy: import it only when a command runs
+    from driftwire.streams.config import StreamsConfig
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +190,11 @@ def _print(outcomes: list[TopicOutcome], out: Console) -> None:
 
 
 def _load(config: Path, bootstrap: str | None) -> StreamsConfig:
+    from driftwire.streams.config import StreamsConfig
+
     try:
         streams = StreamsConfig.load(config)
-    except (OSError, StreamsConfigError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError) as exc:  # StreamsConfigError is a ValueError
         hint = f"{exc} (see `driftwire validate-config {config}`)"
         raise typer.BadParameter(hint, param_hint="--config") from None
     if bootstrap:
@@ -202,6 +205,8 @@ def _load(config: Path, bootstrap: str | None) -> StreamsConfig:
 
 
 def _retention(text: str | None) -> int | None:
+    from driftwire.detectors.config import parse_duration
+
     if text is None:
         return None
     try:
@@ -246,6 +251,8 @@ def create(
         )
     streams = _load(config, bootstrap)
     plan = plan_topics(streams, partitions, replication_factor, _retention(retention))
+    from driftwire.streams.alerts_reader import QUIET_CLIENT_LOG  # librdkafka: quiet retries
+
     admin = AdminClient(
         {
             **streams.kafka.confluent_config(),
