@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import struct
 
 import numpy as np
 from driftwire.detectors.alerts import AlertKind
 from driftwire.detectors.config import ModelConfig, VolumeConfig, WindowConfig
 from driftwire.detectors.generators import StreamSpec, generate, take_events
-from driftwire.detectors.monitor import Monitor
+from driftwire.detectors.monitor import SNAPSHOT_MAGIC, SNAPSHOT_VERSION, Monitor
 from driftwire.detectors.reference import ReferenceProfile
 from driftwire.detectors.volume import HOUR_MS, SilenceDetector, VolumeDetector
 
@@ -156,3 +158,33 @@ def test_snapshot_restore_keeps_volume_and_silence_state():
     assert [x.alert_id for x in got] == [x.alert_id for x in expected]
     kinds = {x.kind for x in expected}
     assert {AlertKind.SILENCE, AlertKind.VOLUME} <= kinds
+
+
+def test_reference_keeps_its_rate_and_id_and_round_trips_through_avro():
+    batch = take_events(SPEC, 20_000)
+    cfg = ModelConfig(id="m")
+    ref = ReferenceProfile.from_batch(batch, cfg)
+    assert abs(ref.event_rate - 1.0) < 0.01  # 1000 events per s of event time
+    assert ref.latency.count == 0 and "latency_index" not in ref.to_record()
+    again = ReferenceProfile.from_bytes(ref.to_bytes())
+    assert again.time_span_ms == ref.time_span_ms and again.reference_id == ref.reference_id
+    # the rate is metadata, not content: the id (and so every alert's reference_id) is as before
+    no_time = dataclasses.replace(batch, event_time=np.zeros(len(batch), dtype=np.int64))
+    same = ReferenceProfile.from_batch(no_time, cfg)
+    assert same.reference_id == ref.reference_id and same.event_rate is None
+    batch.latency_ms = np.random.default_rng(0).lognormal(3.0, 0.3, len(batch))
+    with_latency = ReferenceProfile.from_bytes(ReferenceProfile.from_batch(batch, cfg).to_bytes())
+    assert with_latency.latency.count == len(batch)
+    assert with_latency.reference_id != ref.reference_id
+
+
+def test_snapshot_from_before_the_signal_detectors_restores_and_runs():
+    mon = _monitor(silence_after=20_000)
+    state = dict(mon.__dict__)
+    for name in ("volume_", "segment_volume_", "silence_", "latency_"):
+        del state[name]
+    old = SNAPSHOT_MAGIC + struct.pack(">H", SNAPSHOT_VERSION) + pickle.dumps(state)
+    restored = Monitor.restore(old)
+    alerts = _run(restored, _thinned(100_000, lambda t: np.full(len(t), 0.9)))
+    assert restored.volume_ is not None and restored.counters_.windows_tested >= 9
+    assert alerts == []
