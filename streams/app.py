@@ -59,6 +59,7 @@ from driftwire.streams.worker import (
     Timing,
     decode_checkpoint,
     encode_checkpoint,
+    feature_batch,
 )
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class ModelEngine:
 
     def batch(self, records: Sequence[Mapping[str, Any]]) -> FeatureBatch:
         segment = self.config.segments.key if self.config.segments else None
-        return FeatureBatch.from_records(records, self.numeric, self.categorical, segment)
+        return feature_batch(records, self.numeric, self.categorical, segment)
 
 
 def build_engines(engine: EngineConfig) -> dict[str, ModelEngine]:
@@ -91,6 +92,8 @@ def build_engines(engine: EngineConfig) -> dict[str, ModelEngine]:
 
     engines = {}
     for cfg in engine.models:
+        if cfg.concept is not None:
+            log.warning("model %s: concept drift is not computed by the worker yet", cfg.id)
         if cfg.reference.source != "file":
             # every worker must bin against the same reference: build it once, ship a file
             raise ValueError(
@@ -127,8 +130,10 @@ class CheckpointStore:
             tps = [TopicPartition(self.topic, 0, OFFSET_BEGINNING)]
             end = _end_offset(reader, tps[0])
             reader.assign(tps)
-            position = 0
+            position, deadline = 0, time.monotonic() + 60
             while position < end:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"checkpoint topic {self.topic}: stuck at {position}/{end}")
                 for msg in reader.consume(10_000, 1.0):
                     if msg.error():
                         continue

@@ -17,6 +17,7 @@ from driftwire.streams.worker import (
     Timing,
     decode_checkpoint,
     encode_checkpoint,
+    feature_batch,
 )
 
 PARTITIONS = 3
@@ -235,6 +236,26 @@ def test_merger_checkpoint_resumes_with_identical_alerts(events, reference) -> N
     tail = [a for r in reports[half:] for a in resumed.observe(r).alerts]
     assert head and tail  # the cut really falls between alerts
     assert [a.alert_id for a in head + tail] == [a.alert_id for a in straight]
+
+
+def test_feature_batch_matches_from_records() -> None:
+    records = records_of(next(iter(generate(SPEC, 5_000, batch_size=10**6))))
+    records[0]["numeric"]["x1"] = None
+    del records[1]["numeric"]["x2"]
+    records[2]["categorical"]["c0"] = None
+    records[3] = {**records[3], "numeric": {"x0": 1, "unlisted": 2.0}, "segments": {"k": "a"}}
+    numeric, categorical = ["x0", "x1", "x2", "absent"], ["c0", "absent_too"]
+    want = FeatureBatch.from_records(records, numeric, categorical, segment_key="k")
+    got = feature_batch(records, numeric, categorical, segment_key="k")
+    for name in numeric:
+        assert np.array_equal(got.numeric[name], want.numeric[name], equal_nan=True)
+        assert got.numeric[name].dtype == np.float64
+    for name in categorical:
+        assert got.categorical[name].tolist() == want.categorical[name].tolist()
+    assert np.array_equal(got.score, want.score, equal_nan=True)
+    for name in ("prediction_id", "label", "segment", "model_version"):
+        assert getattr(got, name).tolist() == getattr(want, name).tolist()
+    assert np.array_equal(got.event_time, want.event_time)
 
 
 def test_streams_config_validates_and_names_internal_topics() -> None:
