@@ -112,6 +112,25 @@ def streams_problems(raw: Mapping[str, Any], env: Mapping[str, str], base_dir: P
     return problems
 
 
+def reference_warnings(engine: EngineConfig, base_dir: Path) -> list[str]:
+    """Reference files that exist neither beside the config nor in the working directory.
+
+    Warnings, not problems: the file may only exist where the worker runs (a container mount).
+    """
+    warnings = []
+    for i, model in enumerate(engine.models):
+        ref = model.reference
+        if ref.source != "file" or ref.path is None:
+            continue
+        path = Path(ref.path)
+        if not ((base_dir / path).exists() or path.exists()):
+            warnings.append(
+                f"models[{i}].reference.path: no file {ref.path!r} here (a worker needs"
+                " this file of past events where it runs)"
+            )
+    return warnings
+
+
 def _engine(path: Path) -> tuple[EngineConfig | None, list[str]]:
     from driftwire.detectors.config import ConfigError, load_config
 
@@ -154,6 +173,7 @@ def validate_config(
     from driftwire.streams.config import StreamsConfig
 
     engine, problems = _engine(file)
+    warnings = reference_warnings(engine, file.parent) if engine is not None else []
     try:
         raw = yaml.safe_load(file.read_text())
     except (OSError, yaml.YAMLError):
@@ -161,6 +181,8 @@ def validate_config(
     if isinstance(raw, Mapping):
         problems += streams_problems(raw, os.environ, file.parent)
     out = Console(highlight=False, soft_wrap=True)
+    for warning in warnings:
+        out.print(f"{file}: warning: {warning}", markup=False)
     if problems:
         for problem in problems:
             out.print(f"{file}: {problem}", markup=False)

@@ -140,3 +140,18 @@ def test_streams_problems_reports_each_section_once() -> None:
         "topics",
     ]
     assert streams_problems({"topics": {"features": "f", "alerts": "a"}}, {}, Path(".")) == []
+
+
+def test_missing_reference_file_is_a_warning_found_beside_the_config(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "    categorical: [channel]\n",
+        "    categorical: [channel]\n    reference: {source: file, path: ref.parquet}\n",
+    )
+    path = tmp_path / "driftwire.yaml"
+    path.write_text(text)
+    absent = _run("validate-config", str(path))
+    assert absent.returncode == 0
+    assert "warning: models[0].reference.path: no file 'ref.parquet'" in absent.stdout
+    (tmp_path / "ref.parquet").write_bytes(b"")
+    present = _run("validate-config", str(path))
+    assert present.returncode == 0 and "warning" not in present.stdout
