@@ -8,7 +8,13 @@ import struct
 
 import numpy as np
 from driftwire.detectors.alerts import AlertKind
-from driftwire.detectors.config import ModelConfig, VolumeConfig, WindowConfig
+from driftwire.detectors.config import (
+    ModelConfig,
+    SegmentConfig,
+    VolumeConfig,
+    WindowConfig,
+    parse_config,
+)
 from driftwire.detectors.generators import StreamSpec, generate, take_events
 from driftwire.detectors.monitor import SNAPSHOT_MAGIC, SNAPSHOT_VERSION, Monitor
 from driftwire.detectors.reference import ReferenceProfile
@@ -188,3 +194,42 @@ def test_snapshot_from_before_the_signal_detectors_restores_and_runs():
     alerts = _run(restored, _thinned(100_000, lambda t: np.full(len(t), 0.9)))
     assert restored.volume_ is not None and restored.counters_.windows_tested >= 9
     assert alerts == []
+
+
+def test_signal_sections_parse_from_a_config_file_mapping():
+    raw = {
+        "models": [
+            {"id": "fraud-v1"},
+            {
+                "id": "fraud-v2",
+                "volume": {"drop_factor": 0.6, "silence_after": "5m"},
+                "latency": {"slo_ms": {"p99": 120}},
+                "versions": {"retire_after": "2h"},
+                "shadow": {"champion": "fraud-v1"},
+            },
+        ]
+    }
+    v1, v2 = parse_config(raw).models
+    assert (v1.volume, v1.latency, v1.versions, v1.shadow) == (None, None, None, None)
+    assert v2.volume.silence_after == 300_000 and v2.versions.retire_after == 7_200_000
+    assert v2.latency.slo_ms == {"p99": 120.0} and v2.shadow.champion == "fraud-v1"
+
+
+def test_segment_volume_drop_is_alerted_for_that_segment_only():
+    cfg = ModelConfig(
+        id="m",
+        window=WindowConfig(size=WINDOW, min_count=100),
+        segments=SegmentConfig(key="country", min_count=500),
+        volume=VolumeConfig(drop_factor=0.6),
+    )
+    mon = Monitor(cfg, ReferenceProfile.from_batch(take_events(SPEC, 20_000), cfg))
+    rng = np.random.default_rng(6)
+    alerts = []
+    for batch, watermark in _thinned(300_000, lambda t: np.full(len(t), 0.9), seed=6):
+        country = np.where(rng.random(len(batch)) < 0.5, "FR", "DE").astype(object)
+        lost = (country == "FR") & (batch.event_time >= 150_000) & (rng.random(len(batch)) < 0.6)
+        batch = batch.take(~lost)
+        batch.segment = country[~lost]
+        alerts += mon.update_features(batch) + mon.advance(watermark)
+    volume = [(a.segment, a.status.value, a.window_start) for a in alerts]
+    assert volume == [("FR", "firing", 150_000)]
