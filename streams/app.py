@@ -52,6 +52,8 @@ from driftwire.streams.config import StreamsConfig, TopicConfig
 from driftwire.streams.dlq import DeadLetter, DeadLetterWriter
 from driftwire.streams.metrics import MetricsServer, WorkerMetrics
 from driftwire.streams.worker import (
+    FEATURES,
+    OUTCOMES,
     ModelMerger,
     PartialReport,
     PartitionProfiler,
@@ -92,8 +94,6 @@ def build_engines(engine: EngineConfig) -> dict[str, ModelEngine]:
 
     engines = {}
     for cfg in engine.models:
-        if cfg.concept is not None:
-            log.warning("model %s: concept drift is not computed by the worker yet", cfg.id)
         if cfg.reference.source != "file":
             # every worker must bin against the same reference: build it once, ship a file
             raise ValueError(
@@ -161,7 +161,7 @@ class Worker:
         self.topics = streams.topics
         self.partials_topic = streams.worker.partials_topic
         self.profile_monitors = {m: e.new() for m, e in engines.items()}  # profile() is pure
-        self.profilers: dict[int, PartitionProfiler] = {}
+        self.profilers: dict[tuple[str, int], PartitionProfiler] = {}  # features / outcomes
         self.mergers: dict[int, dict[str, ModelMerger]] = {}  # partials partition -> model
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per owned partition
         self._stopping = False
@@ -171,19 +171,33 @@ class Worker:
         self.dlq = DeadLetterWriter(self.producer, self.topics.dead_letter.name)
         self.checkpoints = CheckpointStore(base, streams.worker.checkpoint_topic, self.producer)
         registry = _registry(streams.worker.schema_registry_url)
-        self.features_codec = _codec("FeatureEvent", self.topics.features, registry)
+        self.concept_models = frozenset(m for m, e in engines.items() if e.config.concept)
+        outcomes = self.topics.outcomes if self.concept_models else None
+        self.outcomes_topic = outcomes.name if outcomes else None
+        self.codecs = {
+            self.topics.features.name: _codec("FeatureEvent", self.topics.features, registry)
+        }
+        if outcomes:
+            self.codecs[outcomes.name] = _codec("OutcomeEvent", outcomes, registry)
+        elif self.concept_models:
+            log.warning(
+                "models %s have concept drift on but topics.outcomes is not set",
+                sorted(self.concept_models),
+            )
         self.alerts_codec = _codec("DriftAlert", self.topics.alerts, registry)
-        self.features_partitions = self._prepare_topics()
+        self.features_partitions, self.outcome_partitions = self._prepare_topics()
 
     # -- setup --------------------------------------------------------------------------------
 
-    def _prepare_topics(self) -> int:
+    def _prepare_topics(self) -> tuple[int, int]:
+        """Create the internal topics; the partition counts of features and outcomes."""
         admin = AdminClient(self.kafka_config)
-        features = self.topics.features.name
-        counts = partition_counts(admin, [features])
-        if features not in counts:
-            raise RuntimeError(f"features topic {features} does not exist")
-        n = counts[features]
+        inputs = list(self.codecs)
+        counts = partition_counts(admin, inputs)
+        for topic in inputs:
+            if topic not in counts:
+                raise RuntimeError(f"input topic {topic} does not exist")
+        n = counts[self.topics.features.name]
         internal = self.cfg.worker.internal_partitions or n
         alerts = self.topics.alerts
         specs = [
@@ -195,7 +209,7 @@ class Worker:
             if topic.name not in existing:
                 specs.append(TopicSpec(topic.name, topic.partitions or 1))
         ensure_topics(admin, specs)
-        return n
+        return n, counts.get(self.outcomes_topic or "", 0)
 
     def _consumer(self) -> Consumer:
         return Consumer(
@@ -226,7 +240,7 @@ class Worker:
             signal.signal(signal.SIGINT, self.stop)
         consumer = self._consumer()
         consumer.subscribe(
-            [self.topics.features.name, self.partials_topic],
+            [*self.codecs, self.partials_topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -260,22 +274,21 @@ class Worker:
             self.metrics.events_in.labels(topic=topic).inc(len(batch))
             if topic == self.partials_topic:
                 self._stage2(consumer, partition, batch)
-            elif partition in self.profilers:
-                self._stage1(consumer, partition, batch)
+            elif (topic, partition) in self.profilers:
+                self._stage1(consumer, topic, partition, batch)
 
     # -- stage 1 ------------------------------------------------------------------------------
 
-    def _stage1(self, consumer: Consumer, partition: int, batch: list[Message]) -> None:
-        topic = self.topics.features.name
+    def _stage1(self, consumer: Consumer, topic: str, partition: int, batch: list[Message]) -> None:
         offsets = [m.offset() for m in batch]
-        records, errors = self.features_codec.decode_many(
+        records, errors = self.codecs[topic].decode_many(
             [m.value() for m in batch], topic=topic, partition=partition, offsets=offsets
         )
         for err in errors:
             self._dead_letter(batch[err.index], err.reason, "decode_error")
         self.metrics.decoded.labels(topic=topic).inc(len(records))
         good = _without(range(len(batch)), [e.index for e in errors])
-        profiler = self.profilers[partition]
+        profiler = self.profilers[(topic, partition)]
         result = profiler.observe(records, next_offset=offsets[-1] + 1)
         for i in result.unknown:
             msg = batch[good[i]]
@@ -314,8 +327,21 @@ class Worker:
 
     def _new_merger(self, model_id: str) -> ModelMerger:
         engine = self.engines[model_id]
-        n, idle = self.features_partitions, self.cfg.worker.idle_timeout_ms
-        return ModelMerger(model_id, engine.new(), engine.timing, n, idle)
+        return ModelMerger(model_id, engine.new(), *self._merger_args(model_id))
+
+    def _merger_args(self, model_id: str) -> tuple[Any, ...]:
+        """(timing, partitions, idle timeout, outcome partitions, regression) of a model."""
+        engine = self.engines[model_id]
+        concept = engine.config.concept
+        outcome_partitions = self.outcome_partitions if concept and self.outcomes_topic else 0
+        regression = bool(concept and concept.task == "regression")
+        return (
+            engine.timing,
+            self.features_partitions,
+            self.cfg.worker.idle_timeout_ms,
+            outcome_partitions,
+            regression,
+        )
 
     def _tick(self, consumer: Consumer) -> None:
         now = int(time.time() * 1000)
@@ -377,10 +403,9 @@ class Worker:
 
     def _checkpoint_all(self, consumer: Consumer, only: Iterable[TopicPartition] = ()) -> None:
         wanted = {(tp.topic, tp.partition) for tp in only} or None
-        features = self.topics.features.name
-        for partition, profiler in self.profilers.items():
-            if wanted is None or (features, partition) in wanted:
-                self._checkpoint(consumer, features, partition, profiler.state())
+        for (topic, partition), profiler in self.profilers.items():
+            if wanted is None or (topic, partition) in wanted:
+                self._checkpoint(consumer, topic, partition, profiler.state())
         for partition in self.mergers:
             if wanted is None or (self.partials_topic, partition) in wanted:
                 self._checkpoint_stage2(consumer, partition)
@@ -390,36 +415,39 @@ class Worker:
         saved = self.checkpoints.load(keys)
         for tp, key in zip(partitions, keys, strict=True):
             state = saved.get(key)
-            if tp.topic == self.topics.features.name:
-                self._assign_features(tp, state)
-            else:
+            if tp.topic == self.partials_topic:
                 self._assign_partials(tp, state)
+            else:
+                self._assign_input(tp, state)
             tp.offset = int(state["offset"]) if state else OFFSET_BEGINNING
         self.metrics.assigned = sorted(keys)
         log.info("assigned %s (%d from checkpoints)", keys, len(saved))
         consumer.assign(partitions)
 
-    def _assign_features(self, tp: TopicPartition, state: Mapping[str, Any] | None) -> None:
+    def _assign_input(self, tp: TopicPartition, state: Mapping[str, Any] | None) -> None:
         timings = {m: e.timing for m, e in self.engines.items()}
         batchers = {m: e.batch for m, e in self.engines.items()}
+        source = OUTCOMES if tp.topic == self.outcomes_topic else FEATURES
         profiler = PartitionProfiler(
-            tp.partition, self.profile_monitors, timings, lambda m, recs: batchers[m](recs)
+            tp.partition,
+            self.profile_monitors,
+            timings,
+            lambda m, recs: batchers[m](recs),
+            keep_rows=self.concept_models,
+            source=source,
         )
         if state:
             profiler.load(state)
-        self.profilers[tp.partition] = profiler
+        self.profilers[(tp.topic, tp.partition)] = profiler
 
     def _assign_partials(self, tp: TopicPartition, state: Mapping[str, Any] | None) -> None:
         mergers = {}
         for model_id, merger_state in (state or {}).get("models", {}).items():
-            engine = self.engines[model_id]
             mergers[model_id] = ModelMerger.from_state(
                 merger_state,
-                engine.restore,
+                self.engines[model_id].restore,
                 model_id,
-                engine.timing,
-                self.features_partitions,
-                self.cfg.worker.idle_timeout_ms,
+                *self._merger_args(model_id),
             )
         self.mergers[tp.partition] = mergers
         if state:
@@ -434,10 +462,10 @@ class Worker:
 
     def _drop(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
-            if tp.topic == self.topics.features.name:
-                self.profilers.pop(tp.partition, None)
-            else:
+            if tp.topic == self.partials_topic:
                 self.mergers.pop(tp.partition, None)
+            else:
+                self.profilers.pop((tp.topic, tp.partition), None)
             self.offsets.pop((tp.topic, tp.partition), None)
 
     def _on_stats(self, raw: str) -> None:

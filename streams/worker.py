@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import json
+import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,11 +41,13 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 from driftwire.detectors.alerts import Alert
-from driftwire.detectors.batch import FeatureBatch
+from driftwire.detectors.batch import FeatureBatch, OutcomeBatch
 from driftwire.detectors.profile import WindowProfile
 
 _NO_WATERMARK = -(2**62)
+_MAX_EMPTY_STEPS = 10_000  # panes closed one by one before a gap is jumped in one step
 _LEN = struct.Struct(">I")
+log = logging.getLogger(__name__)
 
 
 class StageMonitor(Protocol):
@@ -56,6 +60,8 @@ class StageMonitor(Protocol):
     def advance(self, watermark_ms: int) -> list[Alert]: ...
 
     def snapshot(self) -> bytes: ...
+
+    def update_outcomes(self, batch: OutcomeBatch) -> list[Alert]: ...
 
 
 @dataclass(frozen=True)
@@ -72,21 +78,30 @@ class Timing:
 # -- the internal partials message ------------------------------------------------------------
 
 
+FEATURES, OUTCOMES = "features", "outcomes"
+
+
 @dataclass
 class PartialReport:
-    """Stage 1 -> stage 2: a partition's watermark and the panes it has just finalised."""
+    """Stage 1 -> stage 2: a partition's watermark and the panes it has just finalised.
+
+    `source` is the input topic role (features or outcomes); `rows` carries, per pane
+    start, the columns concept drift needs (predictions, or outcomes), Arrow-encoded.
+    """
 
     model_id: str
     partition: int
     watermark: int
     profiles: list[WindowProfile] = field(default_factory=list)
+    rows: list[tuple[int, bytes]] = field(default_factory=list)
+    source: str = FEATURES
 
     def to_bytes(self) -> bytes:
-        blobs = [p.to_bytes() for p in self.profiles]
-        head = json.dumps(
-            {"m": self.model_id, "p": self.partition, "w": self.watermark, "n": len(blobs)}
-        ).encode()
-        parts = [_LEN.pack(len(head)), head]
+        blobs = [p.to_bytes() for p in self.profiles] + [r for _, r in self.rows]
+        head = {"m": self.model_id, "p": self.partition, "w": self.watermark, "s": self.source}
+        head |= {"n": len(self.profiles), "r": [start for start, _ in self.rows]}
+        encoded = json.dumps(head).encode()
+        parts = [_LEN.pack(len(encoded)), encoded]
         for blob in blobs:
             parts += [_LEN.pack(len(blob)), blob]
         return b"".join(parts)
@@ -95,13 +110,40 @@ class PartialReport:
     def from_bytes(cls, data: bytes) -> PartialReport:
         chunks = _split(data)
         head = json.loads(chunks[0])
-        if len(chunks) != head["n"] + 1:
+        n, starts = head["n"], head["r"]
+        if len(chunks) != n + len(starts) + 1:
             raise ValueError("truncated partial report")
-        profiles = [WindowProfile.from_bytes(c) for c in chunks[1:]]
-        return cls(head["m"], head["p"], head["w"], profiles)
+        profiles = [WindowProfile.from_bytes(c) for c in chunks[1 : n + 1]]
+        rows = list(zip(starts, chunks[n + 1 :], strict=True))
+        return cls(head["m"], head["p"], head["w"], profiles, rows, head["s"])
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PartialReport) and self.to_bytes() == other.to_bytes()
+
+
+def encode_columns(columns: Mapping[str, np.ndarray]) -> bytes:
+    """Columns as one Arrow IPC record batch (strings, None and NaN survive the trip)."""
+    batch = pa.RecordBatch.from_pydict({k: pa.array(v) for k, v in columns.items()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_columns(data: bytes) -> dict[str, np.ndarray]:
+    table = pa.ipc.open_stream(data).read_all()
+    return {name: _numpy(table.column(name).combine_chunks()) for name in table.column_names}
+
+
+def _numpy(col: pa.Array) -> np.ndarray:
+    values = col.to_numpy(zero_copy_only=False)
+    if pa.types.is_string(col.type) or pa.types.is_null(col.type):
+        return values.astype(object, copy=False)
+    return values
+
+
+def concat_columns(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def _split(data: bytes) -> list[bytes]:
@@ -170,6 +212,27 @@ def _objects(struct: pa.Array, name: str) -> np.ndarray:
     return struct.field(name).to_numpy(zero_copy_only=False).astype(object, copy=False)
 
 
+def prediction_columns(batch: FeatureBatch) -> dict[str, np.ndarray]:
+    """What the label join needs from a prediction."""
+    n = len(batch)
+    return {
+        "prediction_id": batch.prediction_id.astype(object),
+        "event_time": batch.event_time,
+        "score": batch.score if batch.score is not None else np.full(n, np.nan),
+        "label": batch.label if batch.label is not None else np.full(n, None, dtype=object),
+    }
+
+
+def outcome_columns(records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Decoded `OutcomeEvent` records as columns."""
+    return {
+        "prediction_id": np.array([r["prediction_id"] for r in records], dtype=object),
+        "event_time": np.fromiter((r["event_time"] for r in records), np.int64, len(records)),
+        "label": np.array([r.get("label") for r in records], dtype=object),
+        "value": np.array([r.get("value") for r in records], dtype=np.float64),
+    }
+
+
 # -- stage 1 -----------------------------------------------------------------------------------
 
 
@@ -184,13 +247,19 @@ class ProfileResult:
 
 
 class PartitionProfiler:
-    """Stage 1 for one features partition: decode-side batches in, final pane partials out.
+    """Stage 1 for one input partition: decoded batches in, final pane partials out.
+
+    On a features partition it profiles every model's events and, for the models in
+    `keep_rows` (concept drift on), also forwards their prediction columns per pane. On
+    an outcomes partition (`source=OUTCOMES`) it forwards outcome columns per pane.
 
     Args:
-        partition: the features partition this instance owns.
-        monitors: the engine monitor of each configured model (only `profile` is used).
-        timings: pane length and lateness per model.
-        batch_of: turns decoded records of one model into a FeatureBatch.
+        partition: the input partition this instance owns.
+        monitors: the engine monitor of each model (only the pure `profile` is used).
+        timings: pane length and lateness per configured model.
+        batch_of: turns decoded feature records of one model into a FeatureBatch.
+        keep_rows: models whose rows (predictions or outcomes) stage 2 needs.
+        source: FEATURES or OUTCOMES.
     """
 
     def __init__(
@@ -198,15 +267,20 @@ class PartitionProfiler:
         partition: int,
         monitors: Mapping[str, StageMonitor],
         timings: Mapping[str, Timing],
-        batch_of: Callable[[str, Sequence[Mapping[str, Any]]], FeatureBatch],
+        batch_of: Callable[[str, Sequence[Mapping[str, Any]]], FeatureBatch] | None = None,
+        keep_rows: frozenset[str] = frozenset(),
+        source: str = FEATURES,
     ) -> None:
         self.partition = partition
         self.monitors = monitors
         self.timings = timings
         self.batch_of = batch_of
+        self.keep_rows = keep_rows
+        self.source = source
         self.offset_ = 0  # next offset to read
         self.watermark_ = _NO_WATERMARK
         self.open_: dict[tuple[str, int, str], WindowProfile] = {}
+        self.rows_: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {}  # (model, pane)
         self.reported_: dict[str, int] = {}  # per model: closed panes already reported
 
     def observe(self, records: Sequence[Mapping[str, Any]], next_offset: int) -> ProfileResult:
@@ -219,7 +293,7 @@ class PartitionProfiler:
             before = np.maximum.accumulate(np.concatenate(([self.watermark_], times)))[:-1]
             for model_id in np.unique(models).tolist():
                 rows = np.flatnonzero(models == model_id)
-                if model_id not in self.monitors:
+                if model_id not in self.timings:
                     result.unknown.extend(rows.tolist())
                     continue
                 result.late += self._profile(model_id, records, rows, times, before)
@@ -242,13 +316,27 @@ class PartitionProfiler:
         pane_end = timing.pane_start(times[rows]) + timing.pane_ms
         on_time = pane_end + timing.lateness_ms > before[rows]
         kept = rows[on_time]
-        if len(kept):
-            batch = self.batch_of(model_id, [records[i] for i in kept.tolist()])
+        if not len(kept):
+            return len(rows)
+        picked = [records[i] for i in kept.tolist()]
+        columns = None
+        if self.source == FEATURES:
+            assert self.batch_of is not None
+            batch = self.batch_of(model_id, picked)
             for prof in self.monitors[model_id].profile(batch):
                 prof.partitions = frozenset({self.partition})
                 key = (model_id, prof.window_start, prof.segment or "")
                 held = self.open_.get(key)
                 self.open_[key] = prof if held is None else held.merge(prof)
+            if model_id in self.keep_rows:
+                columns = prediction_columns(batch)
+        elif model_id in self.keep_rows:
+            columns = outcome_columns(picked)
+        if columns is not None:
+            starts = timing.pane_start(columns["event_time"])
+            for start in np.unique(starts).tolist():
+                part = {k: v[starts == start] for k, v in columns.items()}
+                self.rows_.setdefault((model_id, start), []).append(part)
         return len(rows) - len(kept)
 
     def _emit_due(self) -> list[PartialReport]:
@@ -257,11 +345,23 @@ class PartitionProfiler:
         for key, prof in list(self.open_.items()):
             if prof.window_end + self.timings[key[0]].lateness_ms <= self.watermark_:
                 due.setdefault(key[0], []).append(self.open_.pop(key))
+        rows_due: dict[str, list[tuple[int, bytes]]] = {}
+        for (model_id, start), parts in sorted(self.rows_.items()):
+            timing = self.timings[model_id]
+            if start + timing.pane_ms + timing.lateness_ms <= self.watermark_:
+                del self.rows_[(model_id, start)]
+                blob = encode_columns(concat_columns(parts))
+                rows_due.setdefault(model_id, []).append((start, blob))
         crossed = {m for m in self.timings if self._crossed(m)}
         reports = []
-        for model_id in sorted(crossed | set(due)):
+        for model_id in sorted(crossed | set(due) | set(rows_due)):
             profiles = sorted(due.get(model_id, []), key=lambda p: (p.window_start, p.key))
-            reports.append(PartialReport(model_id, self.partition, self.watermark_, profiles))
+            rows = rows_due.get(model_id, [])
+            reports.append(
+                PartialReport(
+                    model_id, self.partition, self.watermark_, profiles, rows, self.source
+                )
+            )
         self.reported_ = {m: self._closed_panes(m) for m in self.timings}
         return reports
 
@@ -281,6 +381,10 @@ class PartitionProfiler:
             "offset": self.offset_,
             "watermark": self.watermark_,
             "open": [_b64(p.to_bytes()) for p in self.open_.values()],
+            "rows": [
+                [model_id, start, _b64(encode_columns(concat_columns(parts)))]
+                for (model_id, start), parts in self.rows_.items()
+            ],
         }
 
     def load(self, state: Mapping[str, Any]) -> None:
@@ -290,6 +394,10 @@ class PartitionProfiler:
         for blob in state["open"]:
             prof = WindowProfile.from_bytes(_unb64(blob))
             self.open_[(prof.model_id, prof.window_start, prof.segment or "")] = prof
+        self.rows_ = {
+            (model_id, start): [decode_columns(_unb64(blob))]
+            for model_id, start, blob in state.get("rows", [])
+        }
         self.reported_ = {m: self._closed_panes(m) for m in self.timings}
 
 
@@ -304,14 +412,20 @@ class MergeResult:
 
 
 class ModelMerger:
-    """Stage 2 for one model: partials from every features partition in, alerts out.
+    """Stage 2 for one model: partials from every input partition in, alerts out.
+
+    With concept drift on (`outcome_partitions` > 0) a pane also waits for every
+    outcomes partition; at close, the pane's predictions and outcomes are fed to the
+    monitor's label join in (event time, prediction id) order, so the join sees the same
+    calls however the partitions interleaved.
 
     >>> class Quiet:
     ...     def add_profiles(self, profiles): return []
     ...     def advance(self, watermark_ms): return []
     ...     def snapshot(self): return b""
     >>> merger = ModelMerger("m", Quiet(), Timing(1_000, 0), partitions=2, idle_timeout_ms=5_000)
-    >>> merger.observe(PartialReport("m", 0, 2_500)).closed  # partition 1 not heard from
+    >>> first = PartialReport("m", 0, 2_500, rows=[(0, b"")])  # pane [0, 1000) has data
+    >>> merger.observe(first).closed  # partition 1 not heard from
     []
     >>> merger.observe(PartialReport("m", 1, 1_200)).closed
     [1000]
@@ -326,24 +440,36 @@ class ModelMerger:
         timing: Timing,
         partitions: int,
         idle_timeout_ms: int,
+        outcome_partitions: int = 0,
+        regression: bool = False,
     ) -> None:
         self.model_id = model_id
         self.monitor = monitor
         self.timing = timing
         self.partitions = partitions
+        self.outcome_partitions = outcome_partitions
+        self.regression = regression
         self.idle_timeout_ms = idle_timeout_ms
-        self.watermarks_: dict[int, int] = {}
+        self.watermarks_: dict[tuple[str, int], int] = {}
         self.partials_: dict[int, dict[tuple[str, int], WindowProfile]] = {}  # pane end -> ...
+        self.rows_: dict[int, dict[tuple[str, int], bytes]] = {}  # pane end -> (source, p)
         self.closed_end_ = _NO_WATERMARK  # every pane ending at or before this is closed
         self.due_since_: int | None = None  # wall ms when a pane first waited on idle ones
 
     def observe(self, report: PartialReport) -> MergeResult:
         """Store a report (idempotent) and close the panes every partition has passed."""
-        p = report.partition
-        self.watermarks_[p] = max(self.watermarks_.get(p, _NO_WATERMARK), report.watermark)
+        if report.source == OUTCOMES and not self.outcome_partitions:
+            return MergeResult([], [], [])
+        key = (report.source, report.partition)
+        self.watermarks_[key] = max(self.watermarks_.get(key, _NO_WATERMARK), report.watermark)
         for prof in report.profiles:
             if prof.window_end > self.closed_end_:  # a re-sent partial of a closed pane: drop
-                self.partials_.setdefault(prof.window_end, {})[(prof.segment or "", p)] = prof
+                held = self.partials_.setdefault(prof.window_end, {})
+                held[(prof.segment or "", report.partition)] = prof
+        for start, blob in report.rows:
+            end = start + self.timing.pane_ms
+            if end > self.closed_end_:
+                self.rows_.setdefault(end, {})[key] = blob
         return self._close(self._complete_watermark())
 
     def tick(self, now_ms: int) -> MergeResult:
@@ -362,7 +488,7 @@ class ModelMerger:
         return self._close(ahead)
 
     def _complete_watermark(self) -> int:
-        if len(self.watermarks_) < self.partitions:
+        if len(self.watermarks_) < self.partitions + self.outcome_partitions:
             return _NO_WATERMARK
         return min(self.watermarks_.values())
 
@@ -372,17 +498,26 @@ class ModelMerger:
         last_due = (watermark - lateness) // pane * pane
         if last_due <= self.closed_end_ or watermark == _NO_WATERMARK:
             return None
-        # panes holding partials close one by one; an empty stretch closes in one step
-        return min((e for e in self.partials_ if e <= last_due), default=last_due)
+        if self.closed_end_ == _NO_WATERMARK:  # start at the first pane holding data
+            held = (e for e in itertools.chain(self.partials_, self.rows_) if e <= last_due)
+            return min(held, default=None)
+        if last_due - self.closed_end_ > _MAX_EMPTY_STEPS * pane:  # a jump in event time
+            log.warning(
+                "model %s: watermark jumped to %d, closing at once", self.model_id, last_due
+            )
+            return last_due
+        # then every pane in turn, empty or not: the monitor sees the same advance() calls
+        # whatever watermarks the reports carried (label-join timing depends on them)
+        return self.closed_end_ + pane
 
     def _close(self, watermark: int) -> MergeResult:
         result = MergeResult([], [], [])
         lateness = self.timing.lateness_ms
         while (end := self._first_pane_end(watermark)) is not None:
             reported = sum(1 for w in self.watermarks_.values() if w >= end + lateness)
-            held = self.partials_.pop(end, {})
-            merged = _merge_by_segment(held)
+            merged = _merge_by_segment(self.partials_.pop(end, {}))
             alerts = self.monitor.add_profiles(merged) if merged else []
+            self._feed_labels(self.rows_.pop(end, {}))
             alerts += self.monitor.advance(end + lateness)
             result.alerts += [_with_reported(a, reported) for a in alerts]
             result.closed.append(end)
@@ -392,14 +527,41 @@ class ModelMerger:
             self.due_since_ = None
         return result
 
+    def _feed_labels(self, held: Mapping[tuple[str, int], bytes]) -> None:
+        """A pane's predictions, then its outcomes, to the monitor's label join."""
+        concept = getattr(self.monitor, "concept_", None)
+        if concept is None or not held:
+            return
+        preds = _canonical([decode_columns(held[k]) for k in sorted(held) if k[0] == FEATURES])
+        if preds is not None:
+            concept.observe_predictions(
+                FeatureBatch(
+                    self.model_id,
+                    preds["prediction_id"],
+                    preds["event_time"],
+                    score=preds["score"],
+                    label=preds["label"],
+                )
+            )
+        outs = _canonical([decode_columns(held[k]) for k in sorted(held) if k[0] == OUTCOMES])
+        if outs is not None:
+            label = outs["value"] if self.regression else _class_labels(outs)
+            batch = OutcomeBatch(self.model_id, outs["prediction_id"], outs["event_time"], label)
+            self.monitor.update_outcomes(batch)
+
     def state(self) -> dict[str, Any]:
         return {
             "monitor": _b64(self.monitor.snapshot()),
-            "watermarks": {str(p): w for p, w in self.watermarks_.items()},
+            "watermarks": {f"{s}:{p}": w for (s, p), w in self.watermarks_.items()},
             "partials": [
                 [end, seg, p, _b64(prof.to_bytes())]
                 for end, held in self.partials_.items()
                 for (seg, p), prof in held.items()
+            ],
+            "rows": [
+                [end, s, p, _b64(blob)]
+                for end, held in self.rows_.items()
+                for (s, p), blob in held.items()
             ],
             "closed_end": self.closed_end_,
         }
@@ -413,15 +575,47 @@ class ModelMerger:
         timing: Timing,
         partitions: int,
         idle_timeout_ms: int,
+        outcome_partitions: int = 0,
+        regression: bool = False,
     ) -> ModelMerger:
+        monitor = restore(_unb64(state["monitor"]))
         merger = cls(
-            model_id, restore(_unb64(state["monitor"])), timing, partitions, idle_timeout_ms
+            model_id,
+            monitor,
+            timing,
+            partitions,
+            idle_timeout_ms,
+            outcome_partitions,
+            regression,
         )
-        merger.watermarks_ = {int(p): int(w) for p, w in state["watermarks"].items()}
+        for key, w in state["watermarks"].items():
+            source, p = key.rsplit(":", 1)
+            merger.watermarks_[(source, int(p))] = int(w)
         for end, seg, p, blob in state["partials"]:
             merger.partials_.setdefault(end, {})[(seg, p)] = WindowProfile.from_bytes(_unb64(blob))
+        for end, source, p, blob in state.get("rows", []):
+            merger.rows_.setdefault(end, {})[(source, p)] = _unb64(blob)
         merger.closed_end_ = int(state["closed_end"])
         return merger
+
+
+def _canonical(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
+    """Rows of several partitions in (event time, prediction id) order: arrival-independent."""
+    parts = [p for p in parts if len(p["event_time"])]
+    if not parts:
+        return None
+    cols = concat_columns(parts)
+    order = np.lexsort((cols["prediction_id"].astype(str), cols["event_time"]))
+    return {k: v[order] for k, v in cols.items()}
+
+
+def _class_labels(outcomes: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The outcome's class: its label, else its value (0/1 for binary targets)."""
+    label = outcomes["label"].copy()
+    missing = np.array([v is None for v in label.tolist()], dtype=bool)
+    if missing.any():
+        label[missing] = outcomes["value"][missing]
+    return label
 
 
 def _merge_by_segment(held: Mapping[tuple[str, int], WindowProfile]) -> list[WindowProfile]:

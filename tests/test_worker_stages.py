@@ -11,6 +11,8 @@ from driftwire.detectors.monitor import Monitor
 from driftwire.detectors.reference import ReferenceProfile
 from driftwire.streams.config import StreamsConfig, StreamsConfigError
 from driftwire.streams.worker import (
+    FEATURES,
+    OUTCOMES,
     ModelMerger,
     PartialReport,
     PartitionProfiler,
@@ -36,6 +38,7 @@ CFG = parse_config(
     }
 ).model("m")
 TIMING = Timing(10_000, 2_000)
+TIMING_NO_LATENESS = Timing(10_000, 0)
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +283,102 @@ def test_streams_config_validates_and_names_internal_topics() -> None:
         )
     with pytest.raises(StreamsConfigError, match="alerts"):
         StreamsConfig.from_dict({"topics": {"features": "f"}})
+
+
+# -- concept drift: predictions and outcomes through the stages ----------------------------------
+
+CONCEPT_CFG = parse_config(
+    {
+        "models": [
+            {
+                "id": "m",
+                "window": {"size": "10s", "min_count": 100},
+                "alerts": {"fire_after": 1, "resolve_after": 2},
+                "concept": {"label_ttl_ms": 8_000, "label_horizon_ms": 3_000},
+            }
+        ]
+    }
+).model("m")
+
+
+def per_pane_in_process(preds: FeatureBatch, outs, reference, last_due: int) -> list:
+    """The single-process engine fed pane by pane, as stage 2 feeds it."""
+    from driftwire.detectors.batch import OutcomeBatch
+
+    mon = Monitor(CONCEPT_CFG, reference)
+    pane = 10_000
+    p_end = preds.event_time - preds.event_time % pane + pane
+    o_end = outs.event_time - outs.event_time % pane + pane
+    alerts = []
+    for end in range(int(p_end.min()), last_due + 1, pane):
+        rows = np.flatnonzero(p_end == end)
+        if len(rows):
+            order = np.lexsort((preds.prediction_id[rows].astype(str), preds.event_time[rows]))
+            alerts += mon.update_features(preds.take(rows[order]))
+        rows = np.flatnonzero(o_end == end)
+        if len(rows):
+            order = np.lexsort((outs.prediction_id[rows].astype(str), outs.event_time[rows]))
+            sel = rows[order]
+            alerts += mon.update_outcomes(
+                OutcomeBatch("m", outs.prediction_id[sel], outs.event_time[sel], outs.label[sel])
+            )
+        alerts += mon.advance(end)
+    return alerts
+
+
+def test_concept_drift_through_stages_matches_the_single_process_engine() -> None:
+    from driftwire.detectors.label_generators import error_rate_stream
+
+    stream = error_rate_stream(60_000, change_at=30_000, before=0.1, after=0.3, max_delay=200)
+    preds, outs = stream.predictions, stream.outcomes
+    reference = ReferenceProfile.from_batch(preds.take(np.arange(5_000)), CONCEPT_CFG)
+    timings = {"m": TIMING_NO_LATENESS}
+    pred_records = [
+        {
+            "model_id": "m",
+            "prediction_id": pid,
+            "event_time": int(t),
+            "prediction": {"score": float(sc), "label": lab},
+        }
+        for pid, t, sc, lab in zip(
+            preds.prediction_id, preds.event_time, preds.score, preds.label, strict=True
+        )
+    ]
+    out_records = [
+        {"model_id": "m", "prediction_id": pid, "event_time": int(t), "label": lab, "value": None}
+        for pid, t, lab in zip(outs.prediction_id, outs.event_time, outs.label, strict=True)
+    ]
+    monitor = Monitor(CONCEPT_CFG, reference)
+    names = (tuple(reference.numeric), tuple(reference.categorical))
+
+    def stage1(source: str, p: int) -> PartitionProfiler:
+        return PartitionProfiler(
+            p,
+            {"m": monitor},
+            timings,
+            lambda _m, recs: feature_batch(recs, *names),
+            keep_rows=frozenset({"m"}),
+            source=source,
+        )
+
+    inputs = [
+        (stage1(FEATURES, p), [r for r in pred_records if int(r["prediction_id"][1:]) % 3 == p])
+        for p in range(3)
+    ]
+    inputs += [
+        (stage1(OUTCOMES, k), [r for r in out_records if int(r["prediction_id"][1:]) % 2 == k])
+        for k in range(2)
+    ]
+    reports = []
+    for start in range(0, 40_000, 1_500):
+        for prof, recs in inputs:
+            chunk = recs[start : start + 1_500]
+            if chunk:
+                reports += prof.observe(chunk, start + len(chunk)).reports
+    merger = ModelMerger("m", Monitor(CONCEPT_CFG, reference), TIMING_NO_LATENESS, 3, 10**9, 2)
+    alerts = [a for r in reports for a in merger.observe(r).alerts]
+    expected = per_pane_in_process(preds, outs, reference, merger.closed_end_)
+    concept = [a for a in expected if a.kind == "concept_drift" and a.status == "firing"]
+    assert concept, "the error-rate step must raise a concept-drift alert"
+    assert min(a.window_start for a in concept) >= 300_000  # not before the change
+    assert [a.alert_id for a in alerts] == [a.alert_id for a in expected]
