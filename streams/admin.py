@@ -24,8 +24,12 @@ class TopicSpec:
     compact: bool = False
     replication_factor: int = -1  # broker default
 
+    max_message_bytes: int | None = None
+
     def new_topic(self) -> NewTopic:
         config = {"cleanup.policy": "compact"} if self.compact else {}
+        if self.max_message_bytes:
+            config["max.message.bytes"] = str(self.max_message_bytes)
         if self.compact:
             # checkpoints are rewritten at every window: let the cleaner keep up
             config |= {"segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1"}

@@ -66,6 +66,10 @@ from driftwire.streams.worker import (
 
 log = logging.getLogger(__name__)
 
+# Checkpoints carry monitor snapshots (with the label join's pending predictions) and
+# reports carry a pane's prediction columns: far over Kafka's 1 MB default.
+INTERNAL_MESSAGE_BYTES = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ModelEngine:
@@ -167,7 +171,14 @@ class Worker:
         self._stopping = False
         base = streams.kafka.confluent_config()
         self.kafka_config = base
-        self.producer = Producer({**base, "linger.ms": 5, "queue.buffering.max.messages": 500_000})
+        self.producer = Producer(
+            {
+                **base,
+                "linger.ms": 5,
+                "queue.buffering.max.messages": 500_000,
+                "message.max.bytes": INTERNAL_MESSAGE_BYTES,
+            }
+        )
         self.dlq = DeadLetterWriter(self.producer, self.topics.dead_letter.name)
         self.checkpoints = CheckpointStore(base, streams.worker.checkpoint_topic, self.producer)
         registry = _registry(streams.worker.schema_registry_url)
@@ -201,8 +212,13 @@ class Worker:
         internal = self.cfg.worker.internal_partitions or n
         alerts = self.topics.alerts
         specs = [
-            TopicSpec(self.partials_topic, internal),
-            TopicSpec(self.cfg.worker.checkpoint_topic, 1, compact=True),
+            TopicSpec(self.partials_topic, internal, max_message_bytes=INTERNAL_MESSAGE_BYTES),
+            TopicSpec(
+                self.cfg.worker.checkpoint_topic,
+                1,
+                compact=True,
+                max_message_bytes=INTERNAL_MESSAGE_BYTES,
+            ),
         ]
         existing = partition_counts(admin, [alerts.name, self.topics.dead_letter.name])
         for topic in (alerts, self.topics.dead_letter):
@@ -293,8 +309,8 @@ class Worker:
         for i in result.unknown:
             msg = batch[good[i]]
             self._dead_letter(msg, f"unknown model id {records[i]['model_id']!r}", "unknown_model")
-        self.metrics.late.inc(result.late)
-        self.metrics.profiled.inc(result.profiled)
+        self.metrics.late.labels(topic=topic).inc(result.late)
+        self.metrics.profiled.labels(topic=topic).inc(result.profiled)
         for report in result.reports:
             self.producer.produce(
                 self.partials_topic, value=report.to_bytes(), key=report.model_id.encode()

@@ -32,8 +32,12 @@ class WorkerMetrics:
         self.dead_lettered = Counter(
             "driftwire_events_dead_lettered", "Messages sent to the DLQ", ["reason"], registry=r
         )
-        self.late = Counter("driftwire_events_late", "Events after their pane closed", registry=r)
-        self.profiled = Counter("driftwire_events_profiled", "Events in partials", registry=r)
+        self.late = Counter(
+            "driftwire_events_late", "Events after their pane closed", ["topic"], registry=r
+        )
+        self.profiled = Counter(
+            "driftwire_events_profiled", "Events taken into panes", ["topic"], registry=r
+        )
         self.windows_closed = Counter(
             "driftwire_windows_closed", "Panes closed by stage 2", ["model"], registry=r
         )

@@ -29,7 +29,7 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from driftwire.detectors.alerts import Alert
-from driftwire.detectors.batch import FeatureBatch
+from driftwire.detectors.batch import FeatureBatch, OutcomeBatch
 from driftwire.detectors.config import parse_config
 from driftwire.detectors.generators import MissingSpike, Shift, StreamSpec, generate, take_events
 from driftwire.detectors.monitor import Monitor
@@ -54,7 +54,11 @@ MODELS = {
 MODEL_SECTION = {
     "window": {"size": "10s", "min_count": 500},
     "alerts": {"fire_after": 1, "resolve_after": 2},
+    "concept": {"label_ttl_ms": 10_000, "label_horizon_ms": 3_000},
 }
+PANE_MS = 10_000
+LABELLED = 0.4  # share of predictions whose outcome arrives (0-2 s later)
+ERROR_RATE = {"drifty": (0.05, 0.35, 120_000), "control": (0.05, 0.05, 0)}  # before, after, at
 
 
 def feature_records(batch: FeatureBatch) -> list[dict]:
@@ -69,7 +73,7 @@ def feature_records(batch: FeatureBatch) -> list[dict]:
             {
                 "model_id": batch.model_id,
                 "model_version": "1",
-                "prediction_id": f"{batch.model_id}-{pid}",
+                "prediction_id": pid,
                 "event_time": t,
                 "numeric": {k: v[i] for k, v in nums.items()},
                 "categorical": {k: v[i] for k, v in cats.items()},
@@ -90,6 +94,8 @@ class Scenario:
     bad: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset) malformed
     unknown: set[tuple[int, int]] = field(default_factory=set)  # unknown model id
     valid: int = 0
+    outcomes: str = ""
+    n_outcomes: int = 0
     panes_closed: dict[str, int] = field(default_factory=dict)
 
     def config(self, app_id: str, alerts: str) -> Path:
@@ -99,7 +105,7 @@ class Scenario:
         ]
         raw = {
             "kafka": {"bootstrap_servers": self.bootstrap},
-            "topics": {"features": self.features, "alerts": alerts},
+            "topics": {"features": self.features, "outcomes": self.outcomes, "alerts": alerts},
             "worker": {
                 "app_id": app_id,
                 "idle_timeout": "20s",
@@ -120,15 +126,38 @@ def _engine_config():
     return parse_config({"models": [{"id": m, **MODEL_SECTION} for m in MODELS]})
 
 
-def _expected(batches: dict[str, list[FeatureBatch]], refs, watermark: int) -> list[Alert]:
-    cfg = _engine_config()
+def outcomes_for(preds: FeatureBatch, rng: np.random.Generator) -> OutcomeBatch:
+    """Labels for a share of the predictions; the model's error rate steps up for `drifty`."""
+    n = len(preds)
+    before, after, at = ERROR_RATE[preds.model_id]
+    wrong = rng.random(n) < np.where(preds.event_time >= at, after, before)
+    truth = np.where(wrong == (preds.label == "1"), "0", "1").astype(object)
+    arrival = preds.event_time + rng.integers(0, 2_000, n)
+    picked = np.flatnonzero(rng.random(n) < LABELLED)
+    picked = picked[np.argsort(arrival[picked], kind="stable")]
+    return OutcomeBatch(preds.model_id, preds.prediction_id[picked], arrival[picked], truth[picked])
+
+
+def _expected(preds: FeatureBatch, outs: OutcomeBatch, ref, last_due: int) -> list[Alert]:
+    """The in-process engine fed pane by pane, the order the worker's stage 2 uses."""
+    mon = Monitor(_engine_config().model(preds.model_id), ref)
+    p_end = preds.event_time - preds.event_time % PANE_MS + PANE_MS
+    o_end = outs.event_time - outs.event_time % PANE_MS + PANE_MS
     alerts: list[Alert] = []
-    for model, parts in batches.items():
-        mon = Monitor(cfg.model(model), refs[model])
-        for b in parts:
-            alerts += mon.update_features(b)
-        alerts += mon.advance(watermark)
+    for end in range(int(p_end.min()), last_due + 1, PANE_MS):
+        rows = _canonical(preds.prediction_id, preds.event_time, p_end == end)
+        if len(rows):
+            alerts += mon.update_features(preds.take(rows))
+        rows = _canonical(outs.prediction_id, outs.event_time, o_end == end)
+        if len(rows):
+            alerts += mon.update_outcomes(outs.take(rows))
+        alerts += mon.advance(end)
     return alerts
+
+
+def _canonical(pids: np.ndarray, times: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    rows = np.flatnonzero(mask)
+    return rows[np.lexsort((pids[rows].astype(str), times[rows]))]
 
 
 @pytest.fixture(scope="module")
@@ -136,27 +165,60 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     from confluent_kafka.admin import AdminClient, NewTopic
 
     workdir = tmp_path_factory.mktemp("worker")
-    features = f"features-{uuid.uuid4().hex[:8]}"
+    features, outcomes = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("features", "outcomes"))
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    admin.create_topics([NewTopic(features, PARTITIONS, 1)])[features].result(30)
+    new = [NewTopic(t, PARTITIONS, 1) for t in (features, outcomes)]
+    for future in admin.create_topics(new).values():
+        future.result(30)
     cfg = _engine_config()
-    refs, batches, records = {}, {}, []
+    rng = np.random.default_rng(11)
+    refs, preds, outs, records = {}, {}, {}, []
     for k, (model, drifts) in enumerate(MODELS.items()):
         spec = StreamSpec(n_numeric=8, n_categorical=2, rate=RATE, seed=7 + k, model_id=model)
         ref_batch = take_events(spec, 20_000)
         refs[model] = ReferenceProfile.from_batch(ref_batch, cfg.model(model))
         with open(workdir / f"ref-{model}.jsonl", "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in feature_records(ref_batch))
-        batches[model] = list(generate(spec, DURATION_MS, drifts=drifts))
-        records += [r for b in batches[model] for r in feature_records(b)]
+        batch = next(iter(generate(spec, DURATION_MS, drifts=drifts, batch_size=10**7)))
+        batch.prediction_id = np.array([f"{model}-{p}" for p in batch.prediction_id], object)
+        preds[model], outs[model] = batch, outcomes_for(batch, rng)
+        records += feature_records(batch)
     records.sort(key=lambda r: (r["event_time"], r["model_id"]))
     scn = Scenario(kafka_bootstrap, workdir, features, set(), set(), valid=len(records))
+    scn.outcomes = outcomes
+    scn.n_outcomes = sum(len(o) for o in outs.values())
     max_time = _produce(scn, records)
-    watermark = min(max_time.values())
-    alerts = _expected(batches, refs, watermark)
+    max_time |= {("o", p): t for p, t in _produce_outcomes(scn, list(outs.values())).items()}
+    last_due = min(max_time.values()) // PANE_MS * PANE_MS
+    alerts = [a for m in MODELS for a in _expected(preds[m], outs[m], refs[m], last_due)]
     scn.expected = {_shape(a) for a in alerts}
     scn.expected_ids = {a.alert_id for a in alerts}
     return scn
+
+
+def _produce_outcomes(scn: Scenario, batches: list[OutcomeBatch]) -> dict[int, int]:
+    """OutcomeEvents in arrival order, keyed by prediction id; max event time per partition."""
+    codec = Codec("OutcomeEvent", "avro")
+    producer = Producer({"bootstrap.servers": scn.bootstrap, "linger.ms": 20})
+    rows = sorted(
+        (int(t), b.model_id, str(pid), str(label))
+        for b in batches
+        for pid, t, label in zip(b.prediction_id, b.event_time, b.label, strict=True)
+    )
+    max_time: dict[int, int] = {}
+
+    def done_at(t: int):
+        def done(err, msg) -> None:
+            assert err is None, err
+            max_time[msg.partition()] = max(max_time.get(msg.partition(), 0), t)
+
+        return done
+
+    for t, model, pid, label in rows:
+        record = {"model_id": model, "prediction_id": pid, "event_time": t, "label": label}
+        _send(producer, scn.outcomes, pid.encode(), codec.encode(record), done_at(t))
+    producer.flush(60)
+    return max_time
 
 
 def _produce(scn: Scenario, records: list[dict]) -> dict[int, int]:
@@ -329,11 +391,12 @@ def test_one_worker_publishes_exactly_the_expected_alerts(scenario: Scenario) ->
     # the scenario must really contain every kind of drift it claims to
     kinds = {(kind, feat) for _, kind, _, feat, st, _ in scenario.expected if st == "firing"}
     assert {("data_quality", "x5"), ("data_drift", "x3"), ("data_drift", "x0")} <= kinds
+    assert ("concept_drift", None) in kinds
     assert any(k == "prediction_drift" for k, _ in kinds)
     assert {_shape(a) for a in alerts} == scenario.expected
     assert len(alerts) == len({a.alert_id for a in alerts}) == len(scenario.expected_ids)
     assert not [a for a in alerts if a.model_id == "control"]
-    assert {a.partitions_reported for a in alerts} == {PARTITIONS}
+    assert {a.partitions_reported for a in alerts} == {2 * PARTITIONS}  # features + outcomes
     # every message accounted for: valid ones decoded, the bad ones dead-lettered
     features = f'{{topic="{scenario.features}"}}'
     total = scenario.valid + len(scenario.bad) + len(scenario.unknown)
@@ -345,8 +408,10 @@ def test_one_worker_publishes_exactly_the_expected_alerts(scenario: Scenario) ->
     assert metrics['driftwire_events_dead_lettered_total{reason="unknown_model"}'] == len(
         scenario.unknown
     )
-    assert metrics["driftwire_events_profiled_total"] == scenario.valid
-    assert metrics["driftwire_events_late_total"] == 0
+    assert metrics[f"driftwire_events_profiled_total{features}"] == scenario.valid
+    assert metrics[f"driftwire_events_late_total{features}"] == 0
+    outcomes = f'{{topic="{scenario.outcomes}"}}'
+    assert metrics[f"driftwire_events_profiled_total{outcomes}"] == scenario.n_outcomes
     _check_dead_letters(scenario, f"{app_id}-dead-letter")
 
 
