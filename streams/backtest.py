@@ -72,11 +72,15 @@ from driftwire.streams.replay import (
     topic_steps,
 )
 from driftwire.streams.worker import (
+    FEATURES,
+    OUTCOMES,
     ModelMerger,
     PartialReport,
     PartitionProfiler,
     ProfileResult,
     Timing,
+    feature_batch,
+    prediction_columns,
 )
 from rich.progress import (
     BarColumn,
@@ -328,14 +332,15 @@ class BatchProfiler(PartitionProfiler):
 
     Same lateness rule as :meth:`PartitionProfiler.observe` (an event is late when its pane
     end + lateness is at or before the highest event time before it in the partition),
-    computed over the step's batches, which for time-sorted data never drops anything.
+    computed over the step's batches, which for time-sorted data never drops anything; and
+    the same per-pane prediction / outcome rows for the models with concept drift on.
     """
 
-    def observe_batches(self, batches: Sequence[FeatureBatch]) -> ProfileResult:
+    def observe_batches(self, batches: Sequence[FeatureBatch | OutcomeBatch]) -> ProfileResult:
         result = ProfileResult([], [], 0, 0)
         high = self.watermark_
         for batch in batches:
-            if batch.model_id not in self.monitors:
+            if batch.model_id not in self.timings:
                 result.unknown.extend(range(len(batch)))
                 continue
             timing = self.timings[batch.model_id]
@@ -345,21 +350,53 @@ class BatchProfiler(PartitionProfiler):
             kept = batch if on_time.all() else batch.take(on_time)
             result.late += len(batch) - len(kept)
             result.profiled += len(kept)
-            for prof in self.monitors[batch.model_id].profile(kept):
-                prof.partitions = frozenset({self.partition})
-                key = (batch.model_id, prof.window_start, prof.segment or "")
-                held = self.open_.get(key)
-                self.open_[key] = prof if held is None else held.merge(prof)
+            if isinstance(kept, FeatureBatch):
+                self._profile_batch(kept)
+            elif batch.model_id in self.keep_rows:
+                self._keep_rows(batch.model_id, outcome_batch_columns(kept))
             if len(times):
                 high = max(high, int(times.max()))
         self.watermark_ = high
         result.reports = self._emit_due()
         return result
 
+    def _profile_batch(self, batch: FeatureBatch) -> None:
+        for prof in self.monitors[batch.model_id].profile(batch):
+            prof.partitions = frozenset({self.partition})
+            key = (batch.model_id, prof.window_start, prof.segment or "")
+            held = self.open_.get(key)
+            self.open_[key] = prof if held is None else held.merge(prof)
+        if batch.model_id in self.keep_rows:
+            self._keep_rows(batch.model_id, prediction_columns(batch))
+
+    def _keep_rows(self, model_id: str, columns: dict[str, np.ndarray]) -> None:
+        starts = self.timings[model_id].pane_start(columns["event_time"])
+        for start in np.unique(starts).tolist():
+            part = {k: v[starts == start] for k, v in columns.items()}
+            self.rows_.setdefault((model_id, start), []).append(part)
+
     def finish(self, watermark: int) -> list[PartialReport]:
-        """The data ends here: move the watermark so the panes before it are emitted."""
+        """No event at or before `watermark` is still to come: emit the panes it closes."""
         self.watermark_ = max(self.watermark_, watermark)
         return self._emit_due()
+
+
+def outcome_batch_columns(batch: OutcomeBatch) -> dict[str, np.ndarray]:
+    """The worker's outcome columns (class `label` or numeric `value`) from a batch."""
+    n = len(batch)
+    if batch.label.dtype.kind == "f":
+        return {
+            "prediction_id": batch.prediction_id.astype(object),
+            "event_time": batch.event_time,
+            "label": np.full(n, None, dtype=object),
+            "value": batch.label,
+        }
+    return {
+        "prediction_id": batch.prediction_id.astype(object),
+        "event_time": batch.event_time,
+        "label": batch.label.astype(object),
+        "value": np.full(n, np.nan),
+    }
 
 
 @dataclass
@@ -374,37 +411,55 @@ class ModelSetup:
         window = self.config.window
         return Timing(int(window.hop or window.size), window.allowed_lateness)
 
+    @property
+    def concept(self) -> bool:
+        return self.config.concept is not None
+
     def batch(self, records: Sequence[Mapping[str, Any]]) -> FeatureBatch:
         segment = self.config.segments.key if self.config.segments else None
         ref = self.reference
-        return FeatureBatch.from_records(
-            records, tuple(ref.numeric), tuple(ref.categorical), segment
-        )
+        return feature_batch(records, tuple(ref.numeric), tuple(ref.categorical), segment)
 
 
 class EnginePath:
-    """Stage 1 per partition + stage 2 per model, wired in memory."""
+    """The worker's stage 1 per input partition + stage 2 per model, wired in memory.
+
+    `sync` (file sources): after each step every partition's watermark moves to the step
+    watermark, since the merged files hold no earlier event still to come. Topic sources
+    keep the worker's own per-partition watermarks.
+    """
 
     def __init__(
         self,
         setups: Mapping[str, ModelSetup],
         partitions: Sequence[int],
+        outcome_partitions: Sequence[int] = (),
         injector: Injector | None = None,
         tape: Tape | None = None,
+        sync: bool = False,
     ) -> None:
         self.setups = setups
         self.injector = injector
         self.tape = tape
+        self.sync = sync
         self.verdicts: dict[str, list[Verdict]] = {m: [] for m in setups}
         profile_monitors = {m: Monitor(s.config, s.reference) for m, s in setups.items()}
         timings = {m: s.timing for m, s in setups.items()}
-        self.profilers = {
-            p: BatchProfiler(p, profile_monitors, timings, self._batch_of) for p in partitions
-        }
+        concept = frozenset(m for m, s in setups.items() if s.concept)
+
+        def profiler(p: int, source: str) -> BatchProfiler:
+            return BatchProfiler(p, profile_monitors, timings, self._batch_of, concept, source)
+
+        self.profilers = {p: profiler(p, FEATURES) for p in partitions}
+        self.outcome_profilers = {p: profiler(p, OUTCOMES) for p in outcome_partitions}
         self.mergers = {
-            m: ModelMerger(m, self._monitor(s), s.timing, len(partitions), idle_timeout_ms=0)
+            m: ModelMerger(
+                m, self._monitor(s), s.timing, len(partitions), idle_timeout_ms=0,
+                outcome_partitions=len(outcome_partitions) if s.concept else 0,
+                regression=bool(s.config.concept and s.config.concept.task == "regression"),
+            )
             for m, s in setups.items()
-        }
+        }  # fmt: skip
         self.unknown_models = 0
         self.late = 0
 
@@ -418,58 +473,73 @@ class EnginePath:
         return monitor
 
     def _batch_of(self, model_id: str, records: Sequence[Mapping[str, Any]]) -> FeatureBatch:
-        batch = self.setups[model_id].batch(records)
-        return self._seen(batch)
+        return self._seen(self.setups[model_id].batch(records))
 
     def _seen(self, batch: FeatureBatch) -> FeatureBatch:
         if self.injector is not None:
             batch = self.injector.features(batch)
         if self.tape is not None:
             self.tape.features(batch)
-        # Concept drift needs the predictions; the merger's monitor only gets profiles.
-        concept = self.mergers[batch.model_id].monitor.concept_  # type: ignore[attr-defined]
-        if concept is not None:
-            concept.observe_predictions(batch)
         return batch
 
-    def step(self, step: Step) -> list[Alert]:
-        alerts: list[Alert] = []
-        for batch in step.outcomes:
-            alerts += self._outcomes(batch)
-        reports: list[PartialReport] = []
-        if step.features:
-            profiler = self.profilers[0]
-            known = [self._seen(b) for b in step.features if b.model_id in self.setups]
-            result = profiler.observe_batches(known)
-            self.unknown_models += sum(len(b) for b in step.features) - sum(map(len, known))
-            self.late += result.late
-            reports += result.reports
-        for partition, records, next_offset in step.records:
-            result = self.profilers[partition].observe(records, next_offset)
-            self.unknown_models += len(result.unknown)
-            self.late += result.late
-            reports += result.reports
-        for report in reports:
-            alerts += self.mergers[report.model_id].observe(report).alerts
-        return alerts
-
-    def _outcomes(self, batch: OutcomeBatch) -> list[Alert]:
-        merger = self.mergers.get(batch.model_id)
-        if merger is None:
-            return []
+    def _seen_outcomes(self, batch: OutcomeBatch) -> OutcomeBatch:
         if self.injector is not None:
             batch = self.injector.outcomes(batch)
         if self.tape is not None:
             self.tape.outcomes(batch)
-        return merger.monitor.update_outcomes(batch)  # type: ignore[attr-defined]
+        return batch
+
+    def step(self, step: Step) -> list[Alert]:
+        results: list[ProfileResult] = []
+        if step.features:
+            known = [self._seen(b) for b in step.features if b.model_id in self.setups]
+            results.append(self.profilers[0].observe_batches(known))
+        if step.outcomes and self.outcome_profilers:
+            known = [self._seen_outcomes(b) for b in step.outcomes if b.model_id in self.setups]
+            results.append(self.outcome_profilers[0].observe_batches(known))
+        for partition, records, next_offset in step.records:
+            results.append(self.profilers[partition].observe(records, next_offset))
+        for partition, records, next_offset in step.outcome_records:
+            records = self._outcome_records(records)
+            results.append(self.outcome_profilers[partition].observe(records, next_offset))
+        reports = [r for result in results for r in result.reports]
+        self.unknown_models += sum(len(r.unknown) for r in results)
+        self.late += sum(r.late for r in results)
+        if self.sync:
+            reports += self._finish_all(step.watermark)
+        return self._merge(reports)
+
+    def _outcome_records(self, records: list[dict]) -> list[dict]:
+        """Outcome records after injection, as the tape keeps them (label flips rewrite)."""
+        by_model: dict[str, list[int]] = {}
+        for i, record in enumerate(records):
+            if record["model_id"] in self.setups:
+                by_model.setdefault(str(record["model_id"]), []).append(i)
+        out = list(records)
+        for rows in by_model.values():
+            picked = [records[i] for i in rows]
+            batch = OutcomeBatch.from_records([_outcome_label(dict(r)) for r in picked])
+            flipped = self._seen_outcomes(batch)
+            if flipped is batch:
+                continue
+            for i, record, label in zip(rows, picked, flipped.label.tolist(), strict=True):
+                key = "value" if record.get("label") is None else "label"
+                out[i] = {**record, key: label}
+        return out
+
+    def _finish_all(self, watermark: int) -> list[PartialReport]:
+        profilers = [*self.profilers.values(), *self.outcome_profilers.values()]
+        return [r for p in profilers for r in p.finish(watermark)]
+
+    def _merge(self, reports: Sequence[PartialReport]) -> list[Alert]:
+        alerts: list[Alert] = []
+        for report in reports:
+            alerts += self.mergers[report.model_id].observe(report).alerts
+        return alerts
 
     def finish(self, watermark: int) -> list[Alert]:
         """End of the data: close every pane whose end + lateness is at or before `watermark`."""
-        alerts: list[Alert] = []
-        for profiler in self.profilers.values():
-            for report in profiler.finish(watermark):
-                alerts += self.mergers[report.model_id].observe(report).alerts
-        return alerts
+        return self._merge(self._finish_all(watermark))
 
 
 class Tape:
@@ -571,13 +641,15 @@ def run_replay(
     setups: Mapping[str, ModelSetup],
     steps: Iterable[Step],
     partitions: Sequence[int],
+    outcome_partitions: Sequence[int] = (),
     injector: Injector | None = None,
     flush_to: int | None = None,
     on_step: Callable[[Step], None] | None = None,
+    sync: bool = False,
 ) -> tuple[list[Alert], EnginePath, Tape, int]:
     """Feed the steps through the engine path; (alerts, path, tape, last watermark)."""
     tape = Tape()
-    path = EnginePath(setups, partitions, injector, tape)
+    path = EnginePath(setups, partitions, outcome_partitions, injector, tape, sync)
     alerts: list[Alert] = []
     watermark = NO_TIME
     for step in steps:
@@ -700,8 +772,16 @@ class Backtest:
     source: FileSource | TopicSource
     base_dir: Path = Path(".")
     partitions: tuple[int, ...] = (0,)
+    outcome_partitions: tuple[int, ...] | None = None  # None: (0,) if the files have outcomes
     flush_to: int | None = None
     name: str = "backtest"
+
+    @property
+    def _outcome_partitions(self) -> tuple[int, ...]:
+        if self.outcome_partitions is not None:
+            return self.outcome_partitions
+        files = isinstance(self.source, FileSource) and self.source.outcomes
+        return (0,) if files else ()
 
     def _steps(self, progress: Progress | None) -> tuple[Iterable[Step], Callable[[Step], None]]:
         task = progress.add_task("replay", total=None, rate="-") if progress else None
@@ -747,8 +827,9 @@ class Backtest:
                 steps = cached
             started = time.perf_counter()
             alerts, path, tape, watermark = run_replay(
-                setups, steps, self.partitions, injector, self.flush_to, on_step
-            )
+                setups, steps, self.partitions, self._outcome_partitions, injector,
+                self.flush_to, on_step, sync=isinstance(self.source, FileSource),
+            )  # fmt: skip
             seconds = time.perf_counter() - started
         final = max(watermark, self.flush_to or NO_TIME)
         result = BacktestResult(
@@ -829,9 +910,11 @@ def load_backtest(
         source = FileSource.from_paths(spec.features, spec.outcomes, spec.format, spec.model_id)
         return Backtest(engine, spec, source, path.parent, name=", ".join(spec.features))
     topic_source = _topic_source(raw, spec, env, bootstrap)
-    partitions = tuple(topic_source.replay.feature_partitions()) or (0,)
-    name = topic_source.replay.features_topic
-    return Backtest(engine, spec, topic_source, path.parent, partitions, spec.end_ms, name)
+    replay = topic_source.replay
+    partitions = tuple(replay.feature_partitions()) or (0,)
+    outcome_partitions = tuple(replay.outcome_partitions())
+    return Backtest(engine, spec, topic_source, path.parent, partitions, outcome_partitions,
+                    spec.end_ms, replay.features_topic)  # fmt: skip
 
 
 def _topic_source(
@@ -870,8 +953,7 @@ def _topic_source(
     source = TopicSource(replay, lambda *a: [], None)
     source.decode_features = codec_decoder(codec("FeatureEvent", topics.features), source)
     if topics.outcomes is not None:
-        decode = codec_decoder(codec("OutcomeEvent", topics.outcomes), source)
-        source.decode_outcomes = lambda *a: [_outcome_label(r) for r in decode(*a)]
+        source.decode_outcomes = codec_decoder(codec("OutcomeEvent", topics.outcomes), source)
     replay.plan()
     return source
 

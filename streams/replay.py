@@ -84,15 +84,17 @@ NO_TIME = -(2**62)
 class Step:
     """Events released up to `watermark` (event time, ms).
 
-    Files give columnar per-model `features` (time-sorted); topics give `records`:
-    decoded feature records per partition in offset order, as ``(partition, records,
-    next_offset)``, which the backtest hands to the worker's own stage-1 profiler.
+    Files give columnar per-model `features` and `outcomes` (time-sorted); topics give
+    `records` / `outcome_records`: decoded records per partition in offset order, as
+    ``(partition, records, next_offset)``, which the backtest hands to the worker's own
+    stage-1 profiler.
     """
 
     watermark: int
     features: list[FeatureBatch] = field(default_factory=list)
     outcomes: list[OutcomeBatch] = field(default_factory=list)
     records: list[tuple[int, list[dict], int]] = field(default_factory=list)
+    outcome_records: list[tuple[int, list[dict], int]] = field(default_factory=list)
 
     @property
     def events(self) -> int:
@@ -100,6 +102,7 @@ class Step:
             sum(len(b) for b in self.features)
             + sum(len(b) for b in self.outcomes)
             + sum(len(r) for _, r, _ in self.records)
+            + sum(len(r) for _, r, _ in self.outcome_records)
         )
 
 
@@ -625,6 +628,9 @@ class TopicRange:
         """Features partitions with something to replay (they are the ones that report)."""
         return [r.partition for r in self.ranges_ if r.topic == self.features_topic and r.size]
 
+    def outcome_partitions(self) -> list[int]:
+        return [r.partition for r in self.ranges_ if r.topic == self.outcomes_topic and r.size]
+
 
 def topic_steps(
     replay: TopicRange,
@@ -637,8 +643,7 @@ def topic_steps(
 
     The decoders turn one partition's message values (with their offsets) into
     ``FeatureEvent`` / ``OutcomeEvent`` records; bad messages are theirs to count and skip.
-    Feature records stay per partition in offset order (`Step.records`), outcomes become
-    per-model batches.
+    Records stay per partition in offset order (`Step.records`, `Step.outcome_records`).
     """
     consumer = replay.open()
     try:
@@ -704,15 +709,9 @@ def _chunk(records: list[dict], values: list[Any], offsets: list[int]) -> Chunk:
 
 def _step(watermark: int, released: list[tuple[tuple[str, int], str, Chunk]]) -> Step:
     step = Step(watermark=watermark)
-    outcome_records: dict[str, list[dict]] = {}
     for (_topic, partition), kind, chunk in released:
-        if kind == "features":
-            step.records.append((partition, chunk.records, chunk.next_offset))
-        else:
-            for record in chunk.records:
-                outcome_records.setdefault(str(record["model_id"]), []).append(record)
-    for model in sorted(outcome_records):
-        step.outcomes.append(sort_by_time(OutcomeBatch.from_records(outcome_records[model])))
+        target = step.records if kind == "features" else step.outcome_records
+        target.append((partition, chunk.records, chunk.next_offset))
     return step
 
 
