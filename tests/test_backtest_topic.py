@@ -36,6 +36,7 @@ WINDOW_MS = 10_000
 DURATION_MS = 120_000
 RATE = 300.0  # events per second of event time: 36,000 events
 T0 = 1_700_000_000_000  # a real epoch (Kafka reads 0 as "now"), in the past (no future ones)
+FLIP_AT = T0 + 60_000  # the model's error rate goes from 10% to 40%
 KEEP = {"retention.ms": "-1"}  # time retention would delete events stamped in the past
 DRIFTS = [
     MissingSpike(features=("x5",), start_ms=T0 + 30_000, end_ms=T0 + 50_000, rate=0.3),
@@ -148,10 +149,31 @@ def _without_partitions(alert: Alert) -> tuple:
     return astuple(replace(alert, partitions_reported=None))
 
 
+def outcome_records(records: list[dict], seed: int = 4) -> list[dict]:
+    """Ground truth 2 s after each prediction: 10% wrong, 40% wrong after FLIP_AT."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for rec in records:
+        wrong = rng.random() < (0.4 if rec["event_time"] >= FLIP_AT else 0.1)
+        predicted = rec["prediction"]["label"]
+        label = ("0" if predicted == "1" else "1") if wrong else predicted
+        out.append(
+            {
+                "model_id": rec["model_id"],
+                "prediction_id": rec["prediction_id"],
+                "event_time": rec["event_time"] + 2_000,
+                "value": None,
+                "label": label,
+            }
+        )
+    return out  # fmt: skip
+
+
 def test_live_worker_alerts_equal_backtest_alerts(
     kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     features = make_topic(partitions=PARTITIONS, config=KEEP)
+    outcomes = make_topic(partitions=2, config=KEEP)
     spec = StreamSpec(n_numeric=6, n_categorical=2, rate=RATE, seed=21, model_id="drifty")
     ref = tmp_path / "ref.jsonl"
     ref.write_text(
@@ -160,16 +182,20 @@ def test_live_worker_alerts_equal_backtest_alerts(
     batches = generate(spec, DURATION_MS, drifts=DRIFTS, start_ms=T0)
     records = [r for b in batches for r in feature_records(b)]
     highest = produce(kafka_bootstrap, features, records, avro_encoder())
+    labels = outcome_records(records)
+    outcome_codec = Codec("OutcomeEvent", "avro")
+    highest_outcome = produce(kafka_bootstrap, outcomes, labels, outcome_codec.encode)
     app_id = f"bt{uuid.uuid4().hex[:8]}"
     live_alerts, replay_alerts = f"{app_id}-alerts", f"{app_id}-replayed"
     config = {
         "kafka": {"bootstrap_servers": kafka_bootstrap},
-        "topics": {"features": features, "alerts": live_alerts},
+        "topics": {"features": features, "outcomes": outcomes, "alerts": live_alerts},
         "worker": {"app_id": app_id, "idle_timeout": "10m", "batch_timeout": "100ms"},
         "models": [
             {"id": "drifty", "window": {"size": WINDOW_MS, "min_count": 300},
              "alerts": {"fire_after": 1, "resolve_after": 2},
-             "reference": {"source": "file", "path": str(ref)}}
+             "reference": {"source": "file", "path": str(ref)},
+             "concept": {"task": "binary", "label_horizon_ms": 5_000, "min_labels": 100}}
         ],
         "backtest": {"source": "topic", "start": 0},
     }  # fmt: skip
@@ -177,7 +203,7 @@ def test_live_worker_alerts_equal_backtest_alerts(
     cfg.write_text(yaml.safe_dump(config))
 
     # live: the worker closes every pane all partitions passed; wait until it has
-    panes_due = (min(highest.values()) - T0) // WINDOW_MS
+    panes_due = (min([*highest.values(), *highest_outcome.values()]) - T0) // WINDOW_MS
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWIRE_")}
     cmd = [sys.executable, "-m", "driftwire.streams", "worker", "--config", str(cfg),
@@ -210,7 +236,8 @@ def test_live_worker_alerts_equal_backtest_alerts(
 
     firing = {(a.kind.value, a.feature) for a in live if a.status.value == "firing"}
     assert {("data_quality", "x5"), ("data_drift", "x3")} <= firing  # the scenario is real
-    assert report["events"] == len(records)
+    assert ("concept_drift", None) in firing
+    assert report["events"] == len(records) + len(labels)
     assert sorted(a.alert_id for a in replayed) == sorted(a.alert_id for a in live)
     assert sorted(map(_without_partitions, replayed)) == sorted(map(_without_partitions, live))
     assert len(report["alerts"]) == len(live)
