@@ -11,8 +11,10 @@ values) that the worker published for the same data; ``partitions_reported`` (ho
 partitions had reported when a pane closed) is the one field that can differ, when the
 live worker closed a pane on its idle timeout.
 
-Outcomes (concept drift) are fed to each model's monitor as they come in event time;
-the live worker does not consume outcomes yet.
+Outcomes (concept drift) take the worker's path too: outcome partitions have their own
+stage-1 profilers, and each model's merger feeds a pane's predictions and outcomes to the
+label join when it closes the pane. File sources are one features and one outcomes
+"partition" whose watermarks follow the merged replay.
 
 A backtest config is the usual config file (``models``, ``topics``, ``kafka``...) with a
 ``backtest`` section::
