@@ -297,9 +297,11 @@ class Worker:
 
     def _stage1(self, consumer: Consumer, topic: str, partition: int, batch: list[Message]) -> None:
         offsets = [m.offset() for m in batch]
+        started = time.perf_counter()
         records, errors = self.codecs[topic].decode_many(
             [m.value() for m in batch], topic=topic, partition=partition, offsets=offsets
         )
+        self.metrics.decode_seconds.inc(time.perf_counter() - started)
         for err in errors:
             self._dead_letter(batch[err.index], err.reason, "decode_error")
         self.metrics.decoded.labels(topic=topic).inc(len(records))

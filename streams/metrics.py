@@ -56,6 +56,9 @@ class WorkerMetrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.decode_seconds = Counter(
+            "driftwire_decode_seconds", "Time spent decoding input messages", registry=r
+        )
         self.last_batch = time.monotonic()
         self.assigned: list[str] = []
         self.running = False
