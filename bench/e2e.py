@@ -237,6 +237,11 @@ def live_phase(bootstrap: str, seconds: float, rate: int, workdir: Path) -> list
             time.sleep(max(0.0, tick - (time.time() * 1000 - now_ms) / 1000))
         producer.flush(30)
         time.sleep(3)
+        closes = worker.metric("driftwire_window_close_delay_seconds_count")
+        delay = worker.metric("driftwire_window_close_delay_seconds_sum") / max(closes, 1)
+        print(
+            f"live: {closes:.0f} panes closed, mean close delay {delay:.3f} s past end + lateness"
+        )
         return alert_latencies(bootstrap, f"{app_id}-alerts")
     finally:
         worker.stop()

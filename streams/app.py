@@ -241,6 +241,8 @@ class Worker:
                 "stats_cb": self._on_stats,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                # an idle fetch must not hold back a pane report longer than a batch wait
+                "fetch.wait.max.ms": max(self.cfg.worker.batch_timeout_ms, 10),
             }
         )
 
@@ -338,6 +340,7 @@ class Worker:
             mergers[report.model_id] = merger
             result = merger.observe(report)
             self._publish(report.model_id, result.alerts, len(result.closed))
+            self._observe_delay(merger, result.closed)
             closed |= bool(result.closed)
         self.offsets[(self.partials_topic, partition)] = batch[-1].offset() + 1
         if closed:
@@ -378,6 +381,12 @@ class Worker:
                 closed |= bool(result.closed)
             if closed:
                 self._checkpoint_stage2(consumer, partition)
+
+    def _observe_delay(self, merger: ModelMerger, closed: list[int]) -> None:
+        now_ms = time.time() * 1000
+        for end in closed:
+            delay = now_ms - end - merger.timing.lateness_ms
+            self.metrics.close_delay.observe(max(delay, 0.0) / 1000)
 
     def _publish(self, model_id: str, alerts: list[Alert], closed: int) -> None:
         if closed:

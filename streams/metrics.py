@@ -56,6 +56,13 @@ class WorkerMetrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.close_delay = Histogram(
+            "driftwire_window_close_delay_seconds",
+            "Wall time minus (pane end + lateness) when stage 2 closes a pane: how far behind "
+            "event time the worker runs (meaningful when event time is close to wall time)",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+        )
         self.decode_seconds = Counter(
             "driftwire_decode_seconds", "Time spent decoding input messages", registry=r
         )
