@@ -56,6 +56,17 @@ class Evidence:
     current: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Summaries such as mean/std come from float sums whose rounding depends on how the
+        # events were cut into batches or partitions; 10 significant digits keep an alert
+        # event identical live, replayed, split or restored.
+        object.__setattr__(self, "reference", _rounded(self.reference))
+        object.__setattr__(self, "current", _rounded(self.current))
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: float(f"{v:.10g}") for k, v in values.items()}
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

@@ -318,20 +318,23 @@ class ReferenceProfile:
         return cls.from_record(fastavro.schemaless_reader(io.BytesIO(data), schema, None))
 
 
+FILE_FORMAT_BY_SUFFIX = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".avro": "avro",
+}
+
+
 def read_feature_file(path: str | Path, cfg_model: ModelConfig) -> FeatureBatch:
     """Read a reference file into columns; the format comes from config or the suffix."""
     path = Path(path)
     fmt = cfg_model.reference.format
     if fmt == "auto":
-        fmt = {
-            ".parquet": "parquet",
-            ".pq": "parquet",
-            ".csv": "csv",
-            ".jsonl": "jsonl",
-            ".ndjson": "jsonl",
-            ".json": "jsonl",
-            ".avro": "avro",
-        }.get(path.suffix.lower(), "")
+        fmt = FILE_FORMAT_BY_SUFFIX.get(path.suffix.lower(), "")
         if not fmt:
             raise ValueError(f"{path}: cannot tell the format from the suffix; set format")
     rows = _read_rows(path, fmt)

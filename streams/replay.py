@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from driftwire.detectors.batch import FeatureBatch, OutcomeBatch
+from driftwire.detectors.reference import FILE_FORMAT_BY_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,7 @@ FEATURE_COLUMNS = frozenset(
     }
 )
 FORMATS = ("parquet", "csv", "jsonl", "avro")
-_SUFFIXES = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".avro": "avro",
-}
+_SUFFIXES = FILE_FORMAT_BY_SUFFIX
 
 
 NO_TIME = -(2**62)
