@@ -310,8 +310,14 @@ def error_summary(*paths: Path, limit: int = 6) -> str:
     return "\n  ".join(unique[-limit:])
 
 
-def probe(bootstrap: str, timeout: float = 5.0) -> bool:
-    """True if a broker at ``bootstrap`` answers a metadata request with itself in it."""
+def probe(
+    bootstrap: str, timeout: float = 5.0, client_config: Mapping[str, str] | None = None
+) -> bool:
+    """True if a broker at ``bootstrap`` answers a metadata request with itself in it.
+
+    ``client_config``: extra librdkafka settings (e.g. SASL credentials for a broker
+    whose listener requires them).
+    """
     host, _, port = bootstrap.rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=min(timeout, 1.0)):
@@ -319,7 +325,11 @@ def probe(bootstrap: str, timeout: float = 5.0) -> bool:
     except OSError:
         return False  # cheap check first: no librdkafka connection-refused noise
     admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "logger": logging.getLogger("driftwire.librdkafka")}
+        {
+            **(client_config or {}),
+            "bootstrap.servers": bootstrap,
+            "logger": logging.getLogger("driftwire.librdkafka"),
+        }
     )
     try:
         return bool(admin.list_topics(timeout=timeout).brokers)
@@ -369,6 +379,8 @@ class LocalBroker:
     ``detach=False`` (tests): the broker gets SIGTERM if this Python process dies.
     ``detach=True`` (CLI): the broker runs in its own session and outlives the CLI;
     ``stop()`` from any process with the same ``state_dir`` ends it.
+    ``client_config``: librdkafka settings the readiness probe connects with, for a
+    listener that ``overrides`` made SASL-only.
 
     >>> broker = LocalBroker(tmp_dir, port=None)          # doctest: +SKIP
     >>> bootstrap = broker.start(timeout=90)               # doctest: +SKIP
@@ -385,6 +397,7 @@ class LocalBroker:
         heap: tuple[str, str] = DEFAULT_HEAP,
         overrides: Mapping[str, str] | None = None,
         detach: bool = False,
+        client_config: Mapping[str, str] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.port = port
@@ -392,6 +405,7 @@ class LocalBroker:
         self.heap = heap
         self.overrides = dict(overrides or {})
         self.detach = detach
+        self.client_config = dict(client_config or {})
         self._proc: subprocess.Popen | None = None
 
     # paths -----------------------------------------------------------------
@@ -462,7 +476,7 @@ class LocalBroker:
         return BrokerStatus(
             state_dir=str(self.state_dir),
             running=True,
-            answering=probe(state.bootstrap, probe_timeout),
+            answering=probe(state.bootstrap, probe_timeout, self.client_config),
             pid=state.pid,
             bootstrap=state.bootstrap,
             version=state.version,
@@ -551,7 +565,8 @@ class LocalBroker:
             if not self._alive(state.pid):
                 self._forget()
                 raise BrokerError(self._failure("exited during startup"))
-            if probe(state.bootstrap, timeout=min(5.0, max(0.5, deadline - time.monotonic()))):
+            wait = min(5.0, max(0.5, deadline - time.monotonic()))
+            if probe(state.bootstrap, wait, self.client_config):
                 return
             time.sleep(0.25)
         self.stop(timeout=10)
