@@ -36,6 +36,7 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    KafkaError,
     KafkaException,
     Message,
     Producer,
@@ -69,6 +70,14 @@ log = logging.getLogger(__name__)
 # Checkpoints carry monitor snapshots (with the label join's pending predictions) and
 # reports carry a pane's prediction columns: far over Kafka's 1 MB default.
 INTERNAL_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class WorkerError(RuntimeError):
+    """A failure the worker must not ride out: bad credentials, refused or expired writes.
+
+    The worker stops without checkpointing past the failed output, so a restart (once
+    the cause is fixed) replays and re-publishes it: nothing is dropped quietly.
+    """
 
 
 @dataclass(frozen=True)
@@ -169,6 +178,7 @@ class Worker:
         self.mergers: dict[int, dict[str, ModelMerger]] = {}  # partials partition -> model
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per owned partition
         self._stopping = False
+        self.failure: str | None = None  # set by a Kafka callback; run() raises it
         base = streams.kafka.confluent_config()
         self.kafka_config = base
         self.producer = Producer(
@@ -177,6 +187,9 @@ class Worker:
                 "linger.ms": 5,
                 "queue.buffering.max.messages": 500_000,
                 "message.max.bytes": INTERNAL_MESSAGE_BYTES,
+                "error_cb": self._on_kafka_error,
+                "on_delivery": self._on_delivery,
+                "delivery.report.only.error": True,
             }
         )
         self.dlq = DeadLetterWriter(self.producer, self.topics.dead_letter.name)
@@ -202,7 +215,7 @@ class Worker:
 
     def _prepare_topics(self) -> tuple[int, int]:
         """Create the internal topics; the partition counts of features and outcomes."""
-        admin = AdminClient(self.kafka_config)
+        admin = self._connect()
         inputs = list(self.codecs)
         counts = partition_counts(admin, inputs)
         for topic in inputs:
@@ -227,6 +240,31 @@ class Worker:
         ensure_topics(admin, specs)
         return n, counts.get(self.outcomes_topic or "", 0)
 
+    def _connect(self, timeout: float = 30) -> AdminClient:
+        """An AdminClient that reached the cluster; bad credentials fail in about a second."""
+        errors: list[KafkaError] = []
+        admin = AdminClient({**self.kafka_config, "error_cb": errors.append})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                admin.list_topics(timeout=1)
+                self.metrics.set_broker_up(True)
+                return admin
+            except KafkaException as exc:
+                admin.poll(0)  # serves error_cb
+                refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+                if refused:
+                    kafka = self.cfg.kafka  # the reason is librdkafka's: it never holds the secret
+                    raise WorkerError(
+                        f"Kafka refused the credentials of user {kafka.sasl_username!r} "
+                        f"({kafka.security_protocol} {kafka.sasl_mechanism}) at "
+                        f"{kafka.bootstrap_servers}: {refused[-1].str()}"
+                    ) from exc
+                if time.monotonic() > deadline:
+                    raise WorkerError(
+                        f"cannot reach Kafka at {self.cfg.kafka.bootstrap_servers}: {exc}"
+                    ) from exc
+
     def _consumer(self) -> Consumer:
         return Consumer(
             {
@@ -239,6 +277,7 @@ class Worker:
                 "session.timeout.ms": self.cfg.worker.session_timeout_ms,
                 "heartbeat.interval.ms": max(self.cfg.worker.session_timeout_ms // 10, 100),
                 "stats_cb": self._on_stats,
+                "error_cb": self._on_kafka_error,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
                 # an idle fetch must not hold back a pane report longer than a batch wait
@@ -267,6 +306,8 @@ class Worker:
         batch_size, timeout = self.cfg.worker.batch_size, self.cfg.worker.batch_timeout_ms / 1000
         try:
             while not self._stopping:
+                self.producer.poll(0)  # delivery failures surface now, not at the next flush
+                self._raise_failure()
                 messages = consumer.consume(batch_size, timeout)
                 started = time.perf_counter()
                 self._process(consumer, messages)
@@ -276,7 +317,8 @@ class Worker:
                     self.metrics.batch_seconds.observe(time.perf_counter() - started)
         finally:
             self.metrics.running = False
-            self._checkpoint_all(consumer)
+            if not self.failure:  # never checkpoint past an output that did not get out
+                self._checkpoint_all(consumer)
             consumer.close()  # leaves the group now, no session timeout wait
             self.producer.flush(30)
             log.info("worker stopped")
@@ -421,12 +463,43 @@ class Worker:
         self, consumer: Consumer, topic: str, partition: int, state: Mapping[str, Any]
     ) -> None:
         """Outputs first, then the state that covers them, then the group offset (for lag)."""
-        self.producer.flush(30)
+        self._flush()
         self.checkpoints.save(f"{topic}:{partition}", state)
-        self.producer.flush(30)
+        self._flush()
         offset = int(state["offset"])
         self.offsets[(topic, partition)] = offset
         consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=True)
+
+    def _flush(self) -> None:
+        """Wait for every produced message to be acknowledged (through a broker outage)."""
+        while left := self.producer.flush(30):
+            self._raise_failure()
+            log.warning("%d messages unacknowledged after 30 s (broker down?): still waiting", left)
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self.failure:
+            raise WorkerError(self.failure)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            return
+        self.metrics.delivery_failures.labels(topic=msg.topic(), error=err.name()).inc()
+        if not self.failure:
+            self.failure = f"could not write to {msg.topic()}: {err.str()} ({err.name()})"
+            self.metrics.failure = self.failure
+            log.error("%s -- stopping without a checkpoint, a restart re-sends it", self.failure)
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        self.metrics.kafka_errors.labels(code=err.name()).inc()
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.metrics.set_broker_up(False)
+            log.warning("all brokers down: %s", err.str())
+        elif err.fatal() or err.code() == KafkaError._AUTHENTICATION:
+            self.failure = self.failure or f"Kafka client error: {err.str()}"
+            self.metrics.failure = self.failure
+        else:
+            log.warning("kafka: %s", err.str())
 
     def _checkpoint_all(self, consumer: Consumer, only: Iterable[TopicPartition] = ()) -> None:
         wanted = {(tp.topic, tp.partition) for tp in only} or None
@@ -497,6 +570,9 @@ class Worker:
 
     def _on_stats(self, raw: str) -> None:
         stats = json.loads(raw)
+        brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
+        if any(b.get("state") == "UP" for b in brokers):
+            self.metrics.set_broker_up(True)
         for topic, info in stats.get("topics", {}).items():
             for partition, part in info.get("partitions", {}).items():
                 lag = part.get("consumer_lag", -1)

@@ -66,6 +66,21 @@ class WorkerMetrics:
         self.decode_seconds = Counter(
             "driftwire_decode_seconds", "Time spent decoding input messages", registry=r
         )
+        self.broker_up = Gauge(
+            "driftwire_broker_up", "1 while the worker's Kafka clients reach a broker", registry=r
+        )
+        self.kafka_errors = Counter(
+            "driftwire_kafka_errors", "librdkafka client errors", ["code"], registry=r
+        )
+        self.delivery_failures = Counter(
+            "driftwire_delivery_failures",
+            "Messages the broker did not accept (the worker stops on the first)",
+            ["topic", "error"],
+            registry=r,
+        )
+        self.broker_ok = True
+        self.broker_up.set(1)
+        self.failure: str | None = None  # why the worker is stopping, for /health
         self.last_batch = time.monotonic()
         self.assigned: list[str] = []
         self.running = False
@@ -74,10 +89,15 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
     def health(self, stale_after: float = 60.0) -> tuple[bool, dict]:
-        """Healthy while the poll loop runs and has turned within `stale_after` seconds."""
+        """Healthy while the poll loop turns (within `stale_after` s) with a broker in reach."""
         age = time.monotonic() - self.last_batch
-        ok = self.running and age < stale_after
-        return ok, {"ok": ok, "loop_age_s": round(age, 3), "assigned": self.assigned}
+        ok = self.running and age < stale_after and self.broker_ok and not self.failure
+        body = {"ok": ok, "loop_age_s": round(age, 3), "assigned": self.assigned}
+        return ok, {**body, "broker_up": self.broker_ok, "failure": self.failure}
+
+    def set_broker_up(self, up: bool) -> None:
+        self.broker_ok = up
+        self.broker_up.set(int(up))
 
 
 class MetricsServer:
