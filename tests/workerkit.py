@@ -316,9 +316,9 @@ def stop(worker: WorkerProc, timeout: float = 30) -> int:
     return worker.proc.wait(timeout)
 
 
-def read_topic(bootstrap: str, topic: str) -> Iterator:
-    """Every message currently in `topic` (all partitions), then stop."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader"})
+def read_topic(bootstrap: str, topic: str, client: dict | None = None) -> Iterator:
+    """Every message currently in `topic` (all partitions), then stop; `client`: e.g. SASL."""
+    consumer = Consumer({**(client or {}), "bootstrap.servers": bootstrap, "group.id": "reader"})
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     tps = [TopicPartition(topic, p, 0) for p in meta.partitions]
     ends = {tp.partition: _end_offset(consumer, tp) for tp in tps}
@@ -345,10 +345,11 @@ def _end_offset(consumer: Consumer, tp: TopicPartition) -> int:
     return consumer.get_watermark_offsets(tp, timeout=10)[1]
 
 
-def read_alerts(bootstrap: str, topic: str) -> list[Alert]:
+def read_alerts(bootstrap: str, topic: str, client: dict | None = None) -> list[Alert]:
     codec = Codec("DriftAlert", "avro")
     try:
-        return [alert_from_record(codec.decode(m.value())) for m in read_topic(bootstrap, topic)]
+        messages = read_topic(bootstrap, topic, client)
+        return [alert_from_record(codec.decode(m.value())) for m in messages]
     except KeyError:  # topic not created yet
         return []
 
