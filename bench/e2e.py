@@ -126,6 +126,50 @@ def _timed(run) -> tuple[float, float]:
     return time.perf_counter() - started, time.process_time() - cpu
 
 
+FAUST_PROBE = """
+import os, sys, time, faust
+# parameters via the environment: faust re-imports this module after argv is rewritten
+topic_name, n = os.environ["PROBE_TOPIC"], int(os.environ["PROBE_N"])
+app = faust.App("probe-" + topic_name, broker="kafka://" + os.environ["PROBE_BOOTSTRAP"],
+                store="memory://",
+                web_enabled=False, consumer_auto_offset_reset="earliest")
+topic = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
+seen = {"n": 0, "t0": 0.0}
+
+@app.agent(topic)
+async def count(stream):
+    async for batch in stream.take(10_000, within=0.5):
+        seen["t0"] = seen["t0"] or time.perf_counter()
+        seen["n"] += len(batch)
+        if seen["n"] >= n:
+            with open(os.environ["PROBE_RESULT"], "w") as out:  # faust turns print() into log lines
+                out.write(str(seen["n"] / (time.perf_counter() - seen["t0"])))
+            os._exit(0)
+
+sys.argv = [sys.argv[0], "worker", "-l", "error", "--without-web"]
+app.main()
+"""
+
+
+def faust_rate(bootstrap: str, topic: str, n: int, workdir: Path) -> float:
+    """Messages/s a bare faust-streaming agent gets from `stream.take()`: no decoding at all."""
+    script, result = workdir / "faust_probe.py", workdir / "faust_rate.txt"
+    script.write_text(FAUST_PROBE)
+    env = {
+        **os.environ,
+        "PROBE_TOPIC": topic,
+        "PROBE_N": str(n),
+        "PROBE_BOOTSTRAP": bootstrap,
+        "PROBE_RESULT": str(result),
+    }
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env
+    )
+    if not result.exists():
+        raise RuntimeError(f"faust probe failed: {out.stderr[-2000:]}")
+    return float(result.read_text())
+
+
 def write_config(workdir: Path, bootstrap: str, topic: str, app_id: str) -> Path:
     rng = np.random.default_rng(99)
     ref = make_records(rng, np.zeros(20_000, dtype=np.int64), np.zeros(20_000))
@@ -183,8 +227,8 @@ class WorkerProcess:
         self.proc.wait(30)
 
 
-def backlog_phase(bootstrap: str, n: int, workdir: Path) -> tuple[float, float, list[bytes]]:
-    """(events per wall second, events per worker CPU second, the messages)."""
+def backlog_phase(bootstrap: str, n: int, workdir: Path) -> tuple[float, float, str, list[bytes]]:
+    """(events per wall second, events per worker CPU second, topic, the messages)."""
     topic, app_id = f"bench-{uuid.uuid4().hex[:8]}", f"bench{uuid.uuid4().hex[:6]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
@@ -211,7 +255,7 @@ def backlog_phase(bootstrap: str, n: int, workdir: Path) -> tuple[float, float, 
         )
     finally:
         worker.stop()
-    return rate, cpu_rate, read_back(bootstrap, topic, n)
+    return rate, cpu_rate, topic, read_back(bootstrap, topic, n)
 
 
 def live_phase(bootstrap: str, seconds: float, rate: int, workdir: Path) -> list[float]:
@@ -267,6 +311,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=200_000)
     parser.add_argument("--live-seconds", type=float, default=30.0)
     parser.add_argument("--live-rate", type=int, default=5_000, help="events/s in the live phase")
+    parser.add_argument(
+        "--faust", action="store_true", help="also time a bare faust agent on the same topic"
+    )
     args = parser.parse_args()
     broker = None
     if not args.bootstrap:
@@ -277,7 +324,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
-            e2e, e2e_cpu, values = backlog_phase(args.bootstrap, args.n, workdir)
+            e2e, e2e_cpu, topic, values = backlog_phase(args.bootstrap, args.n, workdir)
             bare, bare_cpu, serde_cpu = decode_rates(values)
             size = np.mean([len(v) for v in values])
             print(
@@ -291,6 +338,9 @@ def main() -> None:
             print(f"serde Codec.decode_many:          {'':>10}   {serde_cpu:>10,.0f}")
             share, share_cpu = e2e / bare, e2e_cpu / bare_cpu
             print(f"end-to-end / decode ceiling:      {share:>10.0%}   {share_cpu:>10.0%}")
+            if args.faust:
+                rate = faust_rate(args.bootstrap, topic, args.n, workdir)
+                print(f"faust agent, stream.take(10_000), no decoding: {rate:>10,.0f} messages/s")
             lat = live_phase(args.bootstrap, args.live_seconds, args.live_rate, workdir)
             if lat:
                 p50, p99 = np.percentile(lat, [50, 99])
