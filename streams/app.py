@@ -501,6 +501,8 @@ class Worker:
         elif err.fatal() or err.code() == KafkaError._AUTHENTICATION:
             self.failure = self.failure or f"Kafka client error: {err.str()}"
             self.metrics.failure = self.failure
+        elif err.code() == KafkaError._TRANSPORT:  # once per reconnect attempt: no flood
+            log.debug("kafka: %s", err.str())
         else:
             log.warning("kafka: %s", err.str())
 
@@ -574,7 +576,8 @@ class Worker:
     def _on_stats(self, raw: str) -> None:
         stats = json.loads(raw)
         brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
-        if any(b.get("state") == "UP" for b in brokers):
+        if any(b.get("state") == "UP" for b in brokers) and not self.metrics.broker_ok:
+            log.info("broker reachable again")
             self.metrics.set_broker_up(True)
         for topic, info in stats.get("topics", {}).items():
             for partition, part in info.get("partitions", {}).items():
