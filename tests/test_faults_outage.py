@@ -1,0 +1,88 @@
+"""Broker outage: stop the broker mid-stream for 30 s and start it again.
+
+A broker of its own (not the session one, which other tests share), on a fixed port so
+the restarted broker is found at the same address, with its data dir and cluster id
+kept across the restart. The worker must ride the outage out by itself: report it on
+/health (503) and /metrics (``driftwire_broker_up 0``) while the broker is down,
+reconnect when it is back, and publish exactly the alert ids of an undisturbed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from driftwire.streams.broker import BrokerError, LocalBroker, MissingToolError, free_port
+from workerkit import (
+    Scenario,
+    WorkerProc,
+    build_scenario,
+    consumed,
+    run_id,
+    shape,
+    start_worker,
+    stop,
+    wait_for_alerts,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.faults]
+
+OUTAGE_S = float(os.environ.get("DRIFTWIRE_OUTAGE_SECONDS", "30"))
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    broker = LocalBroker(tmp_path_factory.mktemp("outage-broker"), port=free_port())
+    try:
+        broker.start(timeout=120)
+    except (MissingToolError, BrokerError) as exc:
+        pytest.fail(f"outage broker did not start: {exc}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _health(worker: WorkerProc) -> tuple[int, dict]:
+    try:
+        reply = urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/health", timeout=5)
+        return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_30s_broker_outage_mid_stream_changes_no_alert_id(
+    broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    assert broker.bootstrap
+    scn: Scenario = build_scenario(broker.bootstrap, tmp_path_factory.mktemp("outage"))
+    app_id = run_id()
+    alerts_topic = f"{app_id}-alerts"
+    worker = start_worker(scn.config(app_id, alerts_topic), scn.workdir / "outage.log")
+    try:
+        wait_until(lambda: consumed(worker, scn) >= 0.3 * scn.valid, 90, 0.02)
+        broker.stop()
+        down_at = time.monotonic()
+        # while it is down, health and metrics say so
+        wait_until(lambda: _health(worker)[0] == 503, OUTAGE_S - 5, 0.5)
+        status, body = _health(worker)
+        metrics = worker.metrics()
+        assert body["broker_up"] is False and status == 503
+        assert metrics["driftwire_broker_up"] == 0
+        assert metrics['driftwire_kafka_errors_total{code="_ALL_BROKERS_DOWN"}'] >= 1
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
+        assert worker.proc.poll() is None, "the worker must wait for the broker, not exit"
+        broker.start(timeout=120)
+        alerts = wait_for_alerts(scn, alerts_topic, timeout=180)
+        wait_until(lambda: _health(worker)[0] == 200, 30, 0.5)  # reconnected on its own
+        assert worker.metrics()["driftwire_broker_up"] == 1
+    finally:
+        code = stop(worker)
+    assert code == 0
+    assert {a.alert_id for a in alerts} == scn.expected_ids
+    assert {shape(a) for a in alerts} == scn.expected
