@@ -1,13 +1,21 @@
 """The `driftwire worker` process: Kafka in, stages of :mod:`driftwire.streams.worker`, alerts out.
 
-One consumer (group = ``worker.group_id``) subscribes to the features topic and the
-internal ``<app_id>-partials`` topic; Kafka's range assignor spreads both over the
-workers. Per consumed batch:
+One consumer (group = ``worker.group_id``) subscribes to the features topic, the
+outcomes topic (when a model has concept drift on) and the internal
+``<app_id>-partials`` topic; Kafka's range assignor spreads them over the workers. Per
+consumed batch:
 
 - features partition -> decode (DLQ for bad bytes and unknown models) -> stage 1
-  profiler -> final pane partials to ``<app_id>-partials``, keyed by model id;
-- partials partition -> stage 2 merger per model -> ``DriftAlert`` events, keyed by
-  model id, to the alerts topic.
+  profiler -> final pane partials (and, for concept models, the pane's prediction
+  columns) to ``<app_id>-partials``, keyed by model id;
+- outcomes partition -> decode -> the pane's outcome columns, the same way;
+- partials partition -> stage 2 merger per model (profiles merged, predictions joined
+  with outcomes) -> ``DriftAlert`` events, keyed by model id, to the alerts topic.
+
+The label join runs per model in stage 2 rather than on a topic re-keyed by prediction
+id: it is fed whole panes in (event time, prediction id) order, which makes its result
+independent of how partitions interleave (same alert ids with 1 or N workers, after a
+crash); the price is one model's pending labels living on one worker.
 
 State lives in the compacted ``<app_id>-checkpoints`` topic, one key per input
 partition, written at window boundaries after the outputs they cover were flushed. A

@@ -289,8 +289,11 @@ class PartitionProfiler:
         if records:
             times = np.fromiter((r["event_time"] for r in records), np.int64, len(records))
             models = np.array([r["model_id"] for r in records], dtype=object)
-            # watermark *before* each event: lateness must not depend on batch cuts
-            before = np.maximum.accumulate(np.concatenate(([self.watermark_], times)))[:-1]
+            known = np.isin(models, list(self.timings))
+            # watermark *before* each event, from known models' events only (a stray
+            # producer must not make everyone late): lateness must not depend on batch cuts
+            clock = np.where(known, times, _NO_WATERMARK)
+            before = np.maximum.accumulate(np.concatenate(([self.watermark_], clock)))[:-1]
             for model_id in np.unique(models).tolist():
                 rows = np.flatnonzero(models == model_id)
                 if model_id not in self.timings:
@@ -298,7 +301,7 @@ class PartitionProfiler:
                     continue
                 result.late += self._profile(model_id, records, rows, times, before)
                 result.profiled += len(rows)
-            self.watermark_ = max(self.watermark_, int(before[-1]), int(times.max()))
+            self.watermark_ = max(self.watermark_, int(clock.max()))
         self.offset_ = next_offset
         result.profiled -= result.late
         result.reports = self._emit_due()

@@ -72,6 +72,9 @@ def test_one_worker_publishes_exactly_the_expected_alerts(scenario: Scenario) ->
     assert metrics[f"driftwire_events_late_total{features}"] == 0
     outcomes = f'{{topic="{scenario.outcomes}"}}'
     assert metrics[f"driftwire_events_profiled_total{outcomes}"] == scenario.n_outcomes
+    lag = [k for k in metrics if k.startswith("driftwire_consumer_lag{") and features[1:-1] in k]
+    assert len(lag) == PARTITIONS  # consumer lag per features partition, from librdkafka stats
+    assert metrics["driftwire_batch_seconds_count"] > 0
     _check_dead_letters(scenario, f"{app_id}-dead-letter")
 
 

@@ -130,12 +130,18 @@ def test_unknown_models_are_reported_not_profiled(reference) -> None:
     result = prof.observe(records, next_offset=len(records))
     assert result.unknown == [3]
     assert result.profiled == len(records) - 1
+    # a stray event far in the future does not drag the watermark along
+    stray = {**records[4], "model_id": "ghost", "event_time": 10**12}
+    assert prof.observe([stray], next_offset=len(records) + 1).unknown == [0]
+    assert prof.watermark_ == max(r["event_time"] for r in records)
 
 
 def split(events: FeatureBatch) -> list[list[dict]]:
     """Events spread over partitions by prediction id, as a keyed producer would."""
     records = records_of(events)
-    return [[r for r in records if hash(r["prediction_id"]) % PARTITIONS == p] for p in range(3)]
+    return [
+        [r for r in records if int(r["prediction_id"]) % PARTITIONS == p] for p in range(PARTITIONS)
+    ]
 
 
 def stage1_reports(parts: list[list[dict]], reference, cut: int) -> list[PartialReport]:
@@ -232,7 +238,11 @@ def _same_panes(a: list[bytes], b: list[bytes]) -> bool:
 def test_merger_checkpoint_resumes_with_identical_alerts(events, reference) -> None:
     reports = stage1_reports(split(events), reference, cut=500)
     straight, _ = merge_all(reports, reference)
-    half = len(reports) // 2
+    # cut between the first and the last report that raise alerts
+    probe = ModelMerger("m", Monitor(CFG, reference), TIMING, PARTITIONS, 10**9)
+    raising = [i for i, r in enumerate(reports) if probe.observe(r).alerts]
+    assert len(raising) >= 2
+    half = raising[0] + 1
     head, merger = merge_all(reports[:half], reference)
     state = decode_checkpoint(encode_checkpoint(merger.state()))
     resumed = ModelMerger.from_state(state, Monitor.restore, "m", TIMING, PARTITIONS, 10**9)
