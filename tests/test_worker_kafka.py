@@ -8,6 +8,7 @@ engine run in-process. The worker runs as a subprocess so SIGKILL is real.
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -144,3 +145,31 @@ def test_sigkill_mid_stream_then_restart_gives_the_same_alert_ids(scenario: Scen
     # the restart resumed from a checkpoint instead of re-reading the whole topic
     consumed_again = resumed[f'driftwire_events_in_total{{topic="{scenario.features}"}}']
     assert consumed_again < scenario.valid
+
+
+def test_sigterm_finishes_the_batch_checkpoints_and_resumes_without_replay(
+    scenario: Scenario,
+) -> None:
+    app_id = run_id()
+    alerts_topic = f"{app_id}-alerts"
+    config = scenario.config(app_id, alerts_topic)
+    first = start_worker(config, scenario.workdir / "term-1.log")
+    try:
+        wait_until(lambda: consumed(first, scenario) >= 80_000, timeout=90, every=0.05)
+    finally:
+        assert stop(first) == 0
+    saved = {
+        m.key().decode(): json.loads(m.value())["offset"]
+        for m in read_topic(scenario.bootstrap, f"{app_id}-checkpoints")
+    }
+    resumed_from = sum(saved.get(f"{scenario.features}:{p}", 0) for p in range(PARTITIONS))
+    assert resumed_from >= 80_000
+    second = start_worker(config, scenario.workdir / "term-2.log")
+    try:
+        alerts = wait_for_alerts(scenario, alerts_topic)
+        consumed_again = consumed(second, scenario)
+    finally:
+        assert stop(second) == 0
+    total = scenario.valid + len(scenario.bad) + len(scenario.unknown)
+    assert consumed_again == total - resumed_from  # nothing read twice
+    assert sorted(a.alert_id for a in alerts) == sorted(scenario.expected_ids)  # no re-sends
