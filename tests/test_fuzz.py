@@ -326,3 +326,20 @@ def test_every_rejected_message_reaches_the_dead_letter_topic_with_a_reason(
         got[int(msg.key())] = (headers[dlq.ERROR].decode(), msg.value())
     expected = {i: (err, value) for i, (value, err) in enumerate(messages) if err}
     assert got == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (docs/reliability.md): one far-future event_time moves the partition's "
+    "watermark there and every later event of the partition counts as late",
+)
+def test_one_far_future_event_does_not_blind_its_partition() -> None:
+    profiler = _profiler()
+    normal = [
+        {"model_id": MODEL, "prediction_id": str(i), "event_time": 1_000 + i, "numeric": {}}
+        for i in range(100)
+    ]
+    future = {**normal[0], "prediction_id": "f", "event_time": 253402300799999}
+    profiler.observe([*normal[:50], future], next_offset=51)
+    result = profiler.observe(normal[50:], next_offset=101)
+    assert result.late == 0
