@@ -60,7 +60,7 @@ def test_a_30s_broker_outage_mid_stream_changes_no_alert_id(
     broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     assert broker.bootstrap
-    scn: Scenario = build_scenario(broker.bootstrap, tmp_path_factory.mktemp("outage"))
+    scn: Scenario = build_scenario(broker.bootstrap, tmp_path_factory.mktemp("outage"), 140_000)
     app_id = run_id()
     alerts_topic = f"{app_id}-alerts"
     worker = start_worker(scn.config(app_id, alerts_topic), scn.workdir / "outage.log")
