@@ -334,6 +334,7 @@ class Monitor:
         self.gradual_: dict[str, GradualDetector] = {}
         self.counters_ = MonitorCounters()
         self.concept_ = self._concept_tracker()
+        self.shadow_ = _shadow_comparator(config)
         self.tester_ = WindowTester(config, reference, self.layout_)
         self.__dict__.update(_signal_detectors(config, reference))
 
@@ -441,6 +442,28 @@ class Monitor:
     def update_outcomes(self, batch: OutcomeBatch) -> list[Alert]:
         if self.concept_ is not None:
             self.concept_.observe_outcomes(batch)
+        if self.shadow_ is not None:
+            self.shadow_.observe_outcomes(batch)
+        return []
+
+    def observe_joined_pane(
+        self,
+        predictions: FeatureBatch | None,
+        outcomes: OutcomeBatch | None,
+        champion: FeatureBatch | None = None,
+    ) -> list[Alert]:
+        """Stage 2's row path: a pane's predictions (to the label join and, for a challenger,
+        the shadow comparison), its champion's predictions, then its outcomes. Profiles
+        already went through `add_profiles`, so the predictions are not counted again."""
+        if predictions is not None and len(predictions):
+            if self.concept_ is not None:
+                self.concept_.observe_predictions(predictions)
+            if self.shadow_ is not None:
+                self.shadow_.observe_challenger(predictions)
+        if champion is not None and len(champion) and self.shadow_ is not None:
+            self.shadow_.observe_champion(champion)
+        if outcomes is not None and len(outcomes):
+            return self.update_outcomes(outcomes)
         return []
 
     # -- closing windows -----------------------------------------------------------------
@@ -457,6 +480,8 @@ class Monitor:
             del self.panes_[key]
         if self.concept_ is not None:
             alerts.extend(self.concept_.advance(int(watermark_ms)))
+        if self.shadow_ is not None:
+            alerts.extend(self.shadow_.advance(int(watermark_ms)))
         if self.silence_ is not None and watermark_ms >= self.clock_.watermark_:
             alerts.extend(self._direct(v) for v in self.silence_.check(int(watermark_ms)))
         for a in alerts:
@@ -603,6 +628,8 @@ class Monitor:
         state = pickle.loads(data[len(SNAPSHOT_MAGIC) + 2 :])
         if "volume_" not in state:  # a snapshot from before issue 8: signals start fresh
             state |= _signal_detectors(state["config"], state["reference"])
+        if "shadow_" not in state:  # a snapshot from before the worker wired shadows
+            state["shadow_"] = _shadow_comparator(state["config"])
         mon.__dict__.update(state)
         return mon
 
@@ -630,6 +657,15 @@ def _signal_detectors(config: ModelConfig, reference: ReferenceProfile) -> dict[
             LatencyDetector(latency, getattr(reference, "latency", None)) if latency else None
         ),
     }
+
+
+def _shadow_comparator(config: ModelConfig) -> Any:
+    """A challenger's comparison with its champion (None for other models)."""
+    if getattr(config, "shadow", None) is None:
+        return None
+    from driftwire.detectors.shadow import ShadowComparator
+
+    return ShadowComparator(config)
 
 
 def _verdict_order(v: Verdict) -> tuple[Any, ...]:

@@ -57,6 +57,7 @@ from confluent_kafka.admin import AdminClient
 from driftwire.detectors.alerts import Alert
 from driftwire.detectors.batch import FeatureBatch
 from driftwire.detectors.config import EngineConfig, ModelConfig
+from driftwire.detectors.shadow import challengers_of
 from driftwire.schemas.records import alert_to_record
 from driftwire.schemas.serde import Codec
 from driftwire.streams.admin import TopicSpec, ensure_topics, partition_counts
@@ -112,9 +113,14 @@ class ModelEngine:
 
 
 def build_engines(engine: EngineConfig) -> dict[str, ModelEngine]:
-    """One ModelEngine per configured model; references must come from a file."""
+    """One ModelEngine per configured model; references must come from a file.
+
+    A model with `versions:` gets a `VersionRegistry` (a monitor per version, roll-outs as
+    lifecycle alerts) instead of a plain `Monitor`.
+    """
     from driftwire.detectors.monitor import Monitor
     from driftwire.detectors.reference import ReferenceProfile
+    from driftwire.detectors.versions import VersionRegistry
 
     engines = {}
     for cfg in engine.models:
@@ -125,10 +131,11 @@ def build_engines(engine: EngineConfig) -> dict[str, ModelEngine]:
                 f"(got {cfg.reference.source!r}); build one with `driftwire backtest`"
             )
         ref = ReferenceProfile.from_file(cfg.reference.path, cfg)
+        kind: Any = VersionRegistry if cfg.versions is not None else Monitor
         engines[cfg.id] = ModelEngine(
             config=cfg,
-            new=lambda cfg=cfg, ref=ref: Monitor(cfg, ref),
-            restore=Monitor.restore,
+            new=lambda cfg=cfg, ref=ref, kind=kind: kind(cfg, ref),
+            restore=kind.restore,
             numeric=tuple(ref.numeric),
             categorical=tuple(ref.categorical),
         )
@@ -207,6 +214,10 @@ class Worker:
         self.checkpoints = CheckpointStore(base, streams.worker.checkpoint_topic, self.producer)
         registry = _registry(streams.worker.schema_registry_url)
         self.concept_models = frozenset(m for m, e in engines.items() if e.config.concept)
+        self.shadows = challengers_of([e.config for e in engines.values()])
+        # models whose prediction rows stage 2 needs: label join, shadow pairs (both sides)
+        shadowing = {c for cs in self.shadows.values() for c in cs} | set(self.shadows)
+        self.row_models = self.concept_models | frozenset(shadowing & set(engines))
         outcomes = self.topics.outcomes if self.concept_models else None
         self.outcomes_topic = outcomes.name if outcomes else None
         self.codecs = {
@@ -404,7 +415,7 @@ class Worker:
         return ModelMerger(model_id, engine.new(), *self._merger_args(model_id))
 
     def _merger_args(self, model_id: str) -> tuple[Any, ...]:
-        """(timing, partitions, idle timeout, outcome partitions, regression) of a model."""
+        """(timing, partitions, idle timeout, outcome partitions, regression, versioned)."""
         engine = self.engines[model_id]
         concept = engine.config.concept
         outcome_partitions = self.outcome_partitions if concept and self.outcomes_topic else 0
@@ -415,6 +426,7 @@ class Worker:
             self.cfg.worker.idle_timeout_ms,
             outcome_partitions,
             regression,
+            engine.config.versions is not None,
         )
 
     def _tick(self, consumer: Consumer) -> None:
@@ -546,8 +558,9 @@ class Worker:
             self.profile_monitors,
             timings,
             lambda m, recs: batchers[m](recs),
-            keep_rows=self.concept_models,
+            keep_rows=self.row_models,
             source=source,
+            shadows=self.shadows,
         )
         if state:
             profiler.load(state)

@@ -63,6 +63,8 @@ from driftwire.detectors.scoring import (
     score_alerts,
     score_with_baselines,
 )
+from driftwire.detectors.shadow import challengers_of
+from driftwire.detectors.versions import VersionRegistry
 from driftwire.streams.replay import (
     NO_TIME,
     FileSource,
@@ -363,11 +365,7 @@ class BatchProfiler(PartitionProfiler):
         return result
 
     def _profile_batch(self, batch: FeatureBatch) -> None:
-        for prof in self.monitors[batch.model_id].profile(batch):
-            prof.partitions = frozenset({self.partition})
-            key = (batch.model_id, prof.window_start, prof.segment or "")
-            held = self.open_.get(key)
-            self.open_[key] = prof if held is None else held.merge(prof)
+        self._hold_profiles(batch)
         if batch.model_id in self.keep_rows:
             self._keep_rows(batch.model_id, prediction_columns(batch))
 
@@ -417,6 +415,16 @@ class ModelSetup:
     def concept(self) -> bool:
         return self.config.concept is not None
 
+    @property
+    def versioned(self) -> bool:
+        return self.config.versions is not None
+
+    def new_monitor(self) -> Monitor | VersionRegistry:
+        """What the worker's stage 2 runs for this model (see `build_engines`)."""
+        if self.versioned:
+            return VersionRegistry(self.config, self.reference)
+        return Monitor(self.config, self.reference)
+
     def batch(self, records: Sequence[Mapping[str, Any]]) -> FeatureBatch:
         segment = self.config.segments.key if self.config.segments else None
         ref = self.reference
@@ -445,12 +453,16 @@ class EnginePath:
         self.tape = tape
         self.sync = sync
         self.verdicts: dict[str, list[Verdict]] = {m: [] for m in setups}
-        profile_monitors = {m: Monitor(s.config, s.reference) for m, s in setups.items()}
+        profile_monitors = {m: s.new_monitor() for m, s in setups.items()}
         timings = {m: s.timing for m, s in setups.items()}
-        concept = frozenset(m for m, s in setups.items() if s.concept)
+        shadows = challengers_of([s.config for s in setups.values()])
+        shadowing = {c for cs in shadows.values() for c in cs} | set(shadows)
+        rows = frozenset(m for m, s in setups.items() if s.concept or m in shadowing)
 
         def profiler(p: int, source: str) -> BatchProfiler:
-            return BatchProfiler(p, profile_monitors, timings, self._batch_of, concept, source)
+            return BatchProfiler(
+                p, profile_monitors, timings, self._batch_of, rows, source, shadows
+            )
 
         self.profilers = {p: profiler(p, FEATURES) for p in partitions}
         self.outcome_profilers = {p: profiler(p, OUTCOMES) for p in outcome_partitions}
@@ -459,17 +471,18 @@ class EnginePath:
                 m, self._monitor(s), s.timing, len(partitions), idle_timeout_ms=0,
                 outcome_partitions=len(outcome_partitions) if s.concept else 0,
                 regression=bool(s.config.concept and s.config.concept.task == "regression"),
+                versioned=s.versioned,
             )
             for m, s in setups.items()
         }  # fmt: skip
         self.unknown_models = 0
         self.late = 0
 
-    def _monitor(self, setup: ModelSetup) -> Monitor:
-        monitor = Monitor(setup.config, setup.reference)
+    def _monitor(self, setup: ModelSetup) -> Monitor | VersionRegistry:
+        monitor = setup.new_monitor()
         sink = self.verdicts[setup.config.id]
         monitor.lifecycle_ = RecordingLifecycle(monitor.lifecycle_, sink)
-        concept = monitor.concept_
+        concept = getattr(monitor, "concept_", None)
         if concept is not None:
             concept.lifecycle = RecordingLifecycle(concept.lifecycle, sink)
         return monitor

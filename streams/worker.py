@@ -51,11 +51,12 @@ log = logging.getLogger(__name__)
 
 
 class StageMonitor(Protocol):
-    """What the stages need from the engine's `Monitor`."""
+    """What the stages need from the engine's `Monitor` (or a `VersionRegistry`, whose
+    profiles come as (version, profile) pairs)."""
 
-    def profile(self, batch: FeatureBatch) -> list[WindowProfile]: ...
+    def profile(self, batch: FeatureBatch) -> list[Any]: ...
 
-    def add_profiles(self, profiles: list[WindowProfile]) -> list[Alert]: ...
+    def add_profiles(self, profiles: list[Any]) -> list[Alert]: ...
 
     def advance(self, watermark_ms: int) -> list[Alert]: ...
 
@@ -79,14 +80,17 @@ class Timing:
 
 
 FEATURES, OUTCOMES = "features", "outcomes"
+CHAMPION = "champion"  # a champion's prediction rows, copied to each of its challengers
 
 
 @dataclass
 class PartialReport:
     """Stage 1 -> stage 2: a partition's watermark and the panes it has just finalised.
 
-    `source` is the input topic role (features or outcomes); `rows` carries, per pane
-    start, the columns concept drift needs (predictions, or outcomes), Arrow-encoded.
+    `source` is the input topic role (features or outcomes, or champion for a champion's
+    predictions routed to a challenger); `rows` carries, per pane start, the columns concept
+    drift and shadow comparison need (predictions, or outcomes), Arrow-encoded. `versions`
+    holds each profile's model version for models with `versions:` ('' otherwise).
     """
 
     model_id: str
@@ -95,11 +99,14 @@ class PartialReport:
     profiles: list[WindowProfile] = field(default_factory=list)
     rows: list[tuple[int, bytes]] = field(default_factory=list)
     source: str = FEATURES
+    versions: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         blobs = [p.to_bytes() for p in self.profiles] + [r for _, r in self.rows]
         head = {"m": self.model_id, "p": self.partition, "w": self.watermark, "s": self.source}
         head |= {"n": len(self.profiles), "r": [start for start, _ in self.rows]}
+        if any(self.versions):  # absent for unversioned models: their bytes do not change
+            head["v"] = self.versions
         encoded = json.dumps(head).encode()
         parts = [_LEN.pack(len(encoded)), encoded]
         for blob in blobs:
@@ -115,7 +122,13 @@ class PartialReport:
             raise ValueError("truncated partial report")
         profiles = [WindowProfile.from_bytes(c) for c in chunks[1 : n + 1]]
         rows = list(zip(starts, chunks[n + 1 :], strict=True))
-        return cls(head["m"], head["p"], head["w"], profiles, rows, head["s"])
+        versions = head.get("v") or [""] * n
+        return cls(head["m"], head["p"], head["w"], profiles, rows, head["s"], versions)
+
+    def versioned(self) -> list[tuple[str, WindowProfile]]:
+        """(version, profile) pairs; '' for unversioned profiles."""
+        versions = self.versions or [""] * len(self.profiles)
+        return list(zip(versions, self.profiles, strict=True))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PartialReport) and self.to_bytes() == other.to_bytes()
@@ -260,6 +273,9 @@ class PartitionProfiler:
         batch_of: turns decoded feature records of one model into a FeatureBatch.
         keep_rows: models whose rows (predictions or outcomes) stage 2 needs.
         source: FEATURES or OUTCOMES.
+        shadows: champion id -> its challengers: a champion's prediction rows of a pane
+            also go, as a CHAMPION report, to each challenger's stage 2 (just before the
+            challenger's own report, so they are there when it closes the pane).
     """
 
     def __init__(
@@ -270,6 +286,7 @@ class PartitionProfiler:
         batch_of: Callable[[str, Sequence[Mapping[str, Any]]], FeatureBatch] | None = None,
         keep_rows: frozenset[str] = frozenset(),
         source: str = FEATURES,
+        shadows: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.partition = partition
         self.monitors = monitors
@@ -277,9 +294,11 @@ class PartitionProfiler:
         self.batch_of = batch_of
         self.keep_rows = keep_rows
         self.source = source
+        self.shadows = shadows or {}
         self.offset_ = 0  # next offset to read
         self.watermark_ = _NO_WATERMARK
-        self.open_: dict[tuple[str, int, str], WindowProfile] = {}
+        # (model, pane start, segment, version) -> the pane's partial
+        self.open_: dict[tuple[str, int, str, str], WindowProfile] = {}
         self.rows_: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {}  # (model, pane)
         self.reported_: dict[str, int] = {}  # per model: closed panes already reported
 
@@ -326,11 +345,7 @@ class PartitionProfiler:
         if self.source == FEATURES:
             assert self.batch_of is not None
             batch = self.batch_of(model_id, picked)
-            for prof in self.monitors[model_id].profile(batch):
-                prof.partitions = frozenset({self.partition})
-                key = (model_id, prof.window_start, prof.segment or "")
-                held = self.open_.get(key)
-                self.open_[key] = prof if held is None else held.merge(prof)
+            self._hold_profiles(batch)
             if model_id in self.keep_rows:
                 columns = prediction_columns(batch)
         elif model_id in self.keep_rows:
@@ -342,12 +357,21 @@ class PartitionProfiler:
                 self.rows_.setdefault((model_id, start), []).append(part)
         return len(rows) - len(kept)
 
+    def _hold_profiles(self, batch: FeatureBatch) -> None:
+        """Profile a model's batch into the open panes (per version for versioned models)."""
+        for item in self.monitors[batch.model_id].profile(batch):
+            version, prof = item if isinstance(item, tuple) else ("", item)
+            prof.partitions = frozenset({self.partition})
+            key = (batch.model_id, prof.window_start, prof.segment or "", version)
+            held = self.open_.get(key)
+            self.open_[key] = prof if held is None else held.merge(prof)
+
     def _emit_due(self) -> list[PartialReport]:
         """One report per model whose pane boundary the watermark crossed."""
-        due: dict[str, list[WindowProfile]] = {}
+        due: dict[str, list[tuple[str, WindowProfile]]] = {}
         for key, prof in list(self.open_.items()):
             if prof.window_end + self.timings[key[0]].lateness_ms <= self.watermark_:
-                due.setdefault(key[0], []).append(self.open_.pop(key))
+                due.setdefault(key[0], []).append((key[3], self.open_.pop(key)))
         rows_due: dict[str, list[tuple[int, bytes]]] = {}
         for (model_id, start), parts in sorted(self.rows_.items()):
             timing = self.timings[model_id]
@@ -356,15 +380,27 @@ class PartitionProfiler:
                 blob = encode_columns(concat_columns(parts))
                 rows_due.setdefault(model_id, []).append((start, blob))
         crossed = {m for m in self.timings if self._crossed(m)}
+        champion_of = {c: m for m, cs in self.shadows.items() for c in cs}
         reports = []
         for model_id in sorted(crossed | set(due) | set(rows_due)):
-            profiles = sorted(due.get(model_id, []), key=lambda p: (p.window_start, p.key))
+            champion = champion_of.get(model_id)
+            if champion in rows_due and self.source == FEATURES:
+                reports.append(
+                    PartialReport(
+                        model_id, self.partition, self.watermark_, [], rows_due[champion],
+                        CHAMPION,
+                    )
+                )  # fmt: skip
+            held = sorted(
+                due.get(model_id, []), key=lambda vp: (vp[1].window_start, vp[0], vp[1].key)
+            )
             rows = rows_due.get(model_id, [])
             reports.append(
                 PartialReport(
-                    model_id, self.partition, self.watermark_, profiles, rows, self.source
+                    model_id, self.partition, self.watermark_, [p for _, p in held], rows,
+                    self.source, [v for v, _ in held],
                 )
-            )
+            )  # fmt: skip
         self.reported_ = {m: self._closed_panes(m) for m in self.timings}
         return reports
 
@@ -383,7 +419,10 @@ class PartitionProfiler:
         return {
             "offset": self.offset_,
             "watermark": self.watermark_,
-            "open": [_b64(p.to_bytes()) for p in self.open_.values()],
+            "open": [
+                [key[3], _b64(p.to_bytes())] if key[3] else _b64(p.to_bytes())
+                for key, p in self.open_.items()
+            ],
             "rows": [
                 [model_id, start, _b64(encode_columns(concat_columns(parts)))]
                 for (model_id, start), parts in self.rows_.items()
@@ -394,9 +433,10 @@ class PartitionProfiler:
         self.offset_ = int(state["offset"])
         self.watermark_ = int(state["watermark"])
         self.open_ = {}
-        for blob in state["open"]:
+        for entry in state["open"]:
+            version, blob = entry if isinstance(entry, list) else ("", entry)
             prof = WindowProfile.from_bytes(_unb64(blob))
-            self.open_[(prof.model_id, prof.window_start, prof.segment or "")] = prof
+            self.open_[(prof.model_id, prof.window_start, prof.segment or "", version)] = prof
         self.rows_ = {
             (model_id, start): [decode_columns(_unb64(blob))]
             for model_id, start, blob in state.get("rows", [])
@@ -420,7 +460,9 @@ class ModelMerger:
     With concept drift on (`outcome_partitions` > 0) a pane also waits for every
     outcomes partition; at close, the pane's predictions and outcomes are fed to the
     monitor's label join in (event time, prediction id) order, so the join sees the same
-    calls however the partitions interleaved.
+    calls however the partitions interleaved. A challenger (``shadow:``) also gets its
+    champion's prediction rows (CHAMPION reports) and pairs them at close the same way.
+    With `versioned`, the monitor is a `VersionRegistry` fed (version, profile) pairs.
 
     >>> class Quiet:
     ...     def add_profiles(self, profiles): return []
@@ -445,8 +487,10 @@ class ModelMerger:
         idle_timeout_ms: int,
         outcome_partitions: int = 0,
         regression: bool = False,
+        versioned: bool = False,
     ) -> None:
         self.model_id = model_id
+        self.versioned = versioned
         self.monitor = monitor
         self.timing = timing
         self.partitions = partitions
@@ -454,7 +498,8 @@ class ModelMerger:
         self.regression = regression
         self.idle_timeout_ms = idle_timeout_ms
         self.watermarks_: dict[tuple[str, int], int] = {}
-        self.partials_: dict[int, dict[tuple[str, int], WindowProfile]] = {}  # pane end -> ...
+        # pane end -> (segment, partition, version) -> partial
+        self.partials_: dict[int, dict[tuple[str, int, str], WindowProfile]] = {}
         self.rows_: dict[int, dict[tuple[str, int], bytes]] = {}  # pane end -> (source, p)
         self.closed_end_ = _NO_WATERMARK  # every pane ending at or before this is closed
         self.due_since_: int | None = None  # wall ms when a pane first waited on idle ones
@@ -464,11 +509,12 @@ class ModelMerger:
         if report.source == OUTCOMES and not self.outcome_partitions:
             return MergeResult([], [], [])
         key = (report.source, report.partition)
-        self.watermarks_[key] = max(self.watermarks_.get(key, _NO_WATERMARK), report.watermark)
-        for prof in report.profiles:
+        if report.source != CHAMPION:  # a champion copy travels with the challenger's report
+            self.watermarks_[key] = max(self.watermarks_.get(key, _NO_WATERMARK), report.watermark)
+        for version, prof in report.versioned():
             if prof.window_end > self.closed_end_:  # a re-sent partial of a closed pane: drop
                 held = self.partials_.setdefault(prof.window_end, {})
-                held[(prof.segment or "", report.partition)] = prof
+                held[(prof.segment or "", report.partition, version)] = prof
         for start, blob in report.rows:
             end = start + self.timing.pane_ms
             if end > self.closed_end_:
@@ -519,8 +565,10 @@ class ModelMerger:
         while (end := self._first_pane_end(watermark)) is not None:
             reported = sum(1 for w in self.watermarks_.values() if w >= end + lateness)
             merged = _merge_by_segment(self.partials_.pop(end, {}))
+            if not self.versioned:
+                merged = [prof for _, prof in merged]
             alerts = self.monitor.add_profiles(merged) if merged else []
-            self._feed_labels(self.rows_.pop(end, {}))
+            alerts += self._feed_rows(self.rows_.pop(end, {}))
             alerts += self.monitor.advance(end + lateness)
             result.alerts += [_with_reported(a, reported) for a in alerts]
             result.closed.append(end)
@@ -530,36 +578,36 @@ class ModelMerger:
             self.due_since_ = None
         return result
 
-    def _feed_labels(self, held: Mapping[tuple[str, int], bytes]) -> None:
-        """A pane's predictions, then its outcomes, to the monitor's label join."""
-        concept = getattr(self.monitor, "concept_", None)
-        if concept is None or not held:
-            return
-        preds = _canonical([decode_columns(held[k]) for k in sorted(held) if k[0] == FEATURES])
-        if preds is not None:
-            concept.observe_predictions(
-                FeatureBatch(
-                    self.model_id,
-                    preds["prediction_id"],
-                    preds["event_time"],
-                    score=preds["score"],
-                    label=preds["label"],
-                )
-            )
-        outs = _canonical([decode_columns(held[k]) for k in sorted(held) if k[0] == OUTCOMES])
+    def _feed_rows(self, held: Mapping[tuple[str, int], bytes]) -> list[Alert]:
+        """A pane's predictions (the champion's too), then its outcomes, to the monitor."""
+        observe = getattr(self.monitor, "observe_joined_pane", None)
+        if observe is None or not held:
+            return []
+
+        def rows(source: str) -> dict[str, np.ndarray] | None:
+            return _canonical([decode_columns(held[k]) for k in sorted(held) if k[0] == source])
+
+        outs = rows(OUTCOMES)
+        outcomes = None
         if outs is not None:
             label = outs["value"] if self.regression else _class_labels(outs)
-            batch = OutcomeBatch(self.model_id, outs["prediction_id"], outs["event_time"], label)
-            self.monitor.update_outcomes(batch)
+            outcomes = OutcomeBatch(self.model_id, outs["prediction_id"], outs["event_time"], label)
+        return list(
+            observe(
+                _predictions(self.model_id, rows(FEATURES)),
+                outcomes,
+                champion=_predictions(self.model_id, rows(CHAMPION)),
+            )
+        )
 
     def state(self) -> dict[str, Any]:
         return {
             "monitor": _b64(self.monitor.snapshot()),
             "watermarks": {f"{s}:{p}": w for (s, p), w in self.watermarks_.items()},
             "partials": [
-                [end, seg, p, _b64(prof.to_bytes())]
+                [end, seg, p, _b64(prof.to_bytes()), *([version] if version else [])]
                 for end, held in self.partials_.items()
-                for (seg, p), prof in held.items()
+                for (seg, p, version), prof in held.items()
             ],
             "rows": [
                 [end, s, p, _b64(blob)]
@@ -580,6 +628,7 @@ class ModelMerger:
         idle_timeout_ms: int,
         outcome_partitions: int = 0,
         regression: bool = False,
+        versioned: bool = False,
     ) -> ModelMerger:
         monitor = restore(_unb64(state["monitor"]))
         merger = cls(
@@ -590,16 +639,30 @@ class ModelMerger:
             idle_timeout_ms,
             outcome_partitions,
             regression,
+            versioned,
         )
         for key, w in state["watermarks"].items():
             source, p = key.rsplit(":", 1)
             merger.watermarks_[(source, int(p))] = int(w)
-        for end, seg, p, blob in state["partials"]:
-            merger.partials_.setdefault(end, {})[(seg, p)] = WindowProfile.from_bytes(_unb64(blob))
+        for end, seg, p, blob, *version in state["partials"]:
+            prof = WindowProfile.from_bytes(_unb64(blob))
+            merger.partials_.setdefault(end, {})[(seg, p, "".join(version))] = prof
         for end, source, p, blob in state.get("rows", []):
             merger.rows_.setdefault(end, {})[(source, p)] = _unb64(blob)
         merger.closed_end_ = int(state["closed_end"])
         return merger
+
+
+def _predictions(model_id: str, rows: Mapping[str, np.ndarray] | None) -> FeatureBatch | None:
+    if rows is None:
+        return None
+    return FeatureBatch(
+        model_id,
+        rows["prediction_id"],
+        rows["event_time"],
+        score=rows["score"],
+        label=rows["label"],
+    )
 
 
 def _canonical(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
@@ -621,13 +684,16 @@ def _class_labels(outcomes: Mapping[str, np.ndarray]) -> np.ndarray:
     return label
 
 
-def _merge_by_segment(held: Mapping[tuple[str, int], WindowProfile]) -> list[WindowProfile]:
-    """One profile per segment, partitions merged in a fixed order (float sums are exact-repeat)."""
-    merged: dict[str, WindowProfile] = {}
-    for seg, p in sorted(held):
-        prof = held[(seg, p)]
-        merged[seg] = prof if seg not in merged else merged[seg].merge(prof)
-    return [merged[s] for s in sorted(merged)]
+def _merge_by_segment(
+    held: Mapping[tuple[str, int, str], WindowProfile],
+) -> list[tuple[str, WindowProfile]]:
+    """(version, profile) per version and segment, partitions merged in a fixed order (float
+    sums are exact-repeat)."""
+    merged: dict[tuple[str, str], WindowProfile] = {}
+    for seg, p, version in sorted(held, key=lambda k: (k[2], k[0], k[1])):
+        prof, key = held[(seg, p, version)], (version, seg)
+        merged[key] = prof if key not in merged else merged[key].merge(prof)
+    return [(version, merged[(version, seg)]) for version, seg in sorted(merged)]
 
 
 def _with_reported(alert: Alert, reported: int) -> Alert:
