@@ -93,9 +93,11 @@ class WindowConfig:
 @with_config(_STRICT)
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """Where the baseline comes from. `topic` sources are read by driftwire.streams."""
+    """Where the baseline comes from: `file` (past events), `first_n` (backtests), `profile`
+    (a built profile file) or `topic` (the latest profile of the model on the references
+    topic); `profile` and `topic` sources are read by driftwire.streams."""
 
-    source: Literal["file", "first_n", "topic"] = "first_n"
+    source: Literal["file", "first_n", "profile", "topic"] = "first_n"
     path: str | None = None
     format: Literal["auto", "parquet", "csv", "jsonl", "avro"] = "auto"
     first_n: int = 20_000
@@ -105,10 +107,8 @@ class ReferenceConfig:
     bins: int = 64
 
     def __post_init__(self) -> None:
-        if self.source == "file" and not self.path:
-            raise ValueError("source 'file' needs a path")
-        if self.source == "topic" and not self.topic:
-            raise ValueError("source 'topic' needs a topic")
+        if self.source in ("file", "profile") and not self.path:
+            raise ValueError(f"source {self.source!r} needs a path")
         if not 2 <= self.bins <= 1024 or self.first_n < 1:
             raise ValueError("bins must be in [2, 1024] and first_n >= 1")
 

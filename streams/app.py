@@ -42,6 +42,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
@@ -57,6 +58,7 @@ from confluent_kafka.admin import AdminClient
 from driftwire.detectors.alerts import Alert
 from driftwire.detectors.batch import FeatureBatch
 from driftwire.detectors.config import EngineConfig, ModelConfig
+from driftwire.detectors.reference import ReferenceProfile
 from driftwire.detectors.shadow import challengers_of
 from driftwire.schemas.records import alert_to_record
 from driftwire.schemas.serde import Codec
@@ -112,25 +114,25 @@ class ModelEngine:
         return feature_batch(records, self.numeric, self.categorical, segment)
 
 
-def build_engines(engine: EngineConfig) -> dict[str, ModelEngine]:
-    """One ModelEngine per configured model; references must come from a file.
+def build_engines(
+    engine: EngineConfig, streams: StreamsConfig | None = None
+) -> dict[str, ModelEngine]:
+    """One ModelEngine per configured model, with its reference read at start.
 
-    A model with `versions:` gets a `VersionRegistry` (a monitor per version, roll-outs as
-    lifecycle alerts) instead of a plain `Monitor`.
+    Reference sources: ``file`` (events, profiled here), ``profile`` (a profile built by
+    `driftwire reference build --out`) or ``topic`` (the latest profile of the model id on
+    the compacted references topic, `reference build --publish`; needs `streams`). Every
+    worker must bin against the same reference, hence no ``first_n`` here. A model with
+    `versions:` gets a `VersionRegistry` (a monitor per version, roll-outs as lifecycle
+    alerts) instead of a plain `Monitor`.
     """
     from driftwire.detectors.monitor import Monitor
-    from driftwire.detectors.reference import ReferenceProfile
     from driftwire.detectors.versions import VersionRegistry
 
+    published = _published_references(engine, streams)
     engines = {}
     for cfg in engine.models:
-        if cfg.reference.source != "file":
-            # every worker must bin against the same reference: build it once, ship a file
-            raise ValueError(
-                f"model {cfg.id}: the worker needs reference.source: file "
-                f"(got {cfg.reference.source!r}); build one with `driftwire backtest`"
-            )
-        ref = ReferenceProfile.from_file(cfg.reference.path, cfg)
+        ref = _reference(cfg, published)
         kind: Any = VersionRegistry if cfg.versions is not None else Monitor
         engines[cfg.id] = ModelEngine(
             config=cfg,
@@ -140,6 +142,64 @@ def build_engines(engine: EngineConfig) -> dict[str, ModelEngine]:
             categorical=tuple(ref.categorical),
         )
     return engines
+
+
+def _reference(cfg: ModelConfig, published: Mapping[str, bytes]) -> ReferenceProfile:
+    source = cfg.reference.source
+    if source == "file":
+        return ReferenceProfile.from_file(str(cfg.reference.path), cfg)
+    if source == "profile":
+        return ReferenceProfile.from_bytes(Path(str(cfg.reference.path)).read_bytes())
+    if source == "topic":
+        if cfg.id not in published:
+            raise ValueError(
+                f"model {cfg.id}: no profile on the references topic; publish one with "
+                f"`driftwire reference build --model {cfg.id} ... --publish`"
+            )
+        ref = ReferenceProfile.from_bytes(published[cfg.id])
+        log.info("model %s: reference %s from the references topic", cfg.id, ref.reference_id)
+        return ref
+    raise ValueError(
+        f"model {cfg.id}: the worker needs reference.source file, profile or topic "
+        f"(got {source!r}); build a profile with `driftwire reference build`"
+    )
+
+
+def _published_references(engine: EngineConfig, streams: StreamsConfig | None) -> dict[str, bytes]:
+    """Latest profile bytes per model id on the references topic (only when one is wanted)."""
+    wanted = [m.id for m in engine.models if m.reference.source == "topic"]
+    if not wanted:
+        return {}
+    if streams is None or streams.topics.references is None:
+        raise ValueError(f"models {wanted}: reference.source topic needs the kafka/topics sections")
+    topic = streams.topics.references.name
+    return latest_by_key(streams.kafka.confluent_config(), topic, wanted)
+
+
+def latest_by_key(
+    kafka_config: Mapping[str, Any], topic: str, keys: Iterable[str], timeout: float = 60
+) -> dict[str, bytes]:
+    """The latest value of each wanted key on a one-partition compacted topic (read to its end)."""
+    wanted, found = set(keys), {}
+    reader = Consumer({**kafka_config, "group.id": "unused", "enable.auto.commit": False})
+    try:
+        tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
+        end = _end_offset(reader, tp)
+        reader.assign([tp])
+        position, deadline = 0, time.monotonic() + timeout
+        while position < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic}: stuck at {position}/{end}")
+            for msg in reader.consume(10_000, 1.0):
+                if msg.error():
+                    continue
+                position = msg.offset() + 1
+                key = (msg.key() or b"").decode()
+                if key in wanted:
+                    found[key] = msg.value()
+    finally:
+        reader.close()
+    return found
 
 
 class CheckpointStore:
@@ -155,26 +215,8 @@ class CheckpointStore:
 
     def load(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Latest checkpoint of each wanted key (reads the topic to its end)."""
-        wanted, found = set(keys), {}
-        reader = Consumer({**self.kafka_config, "group.id": "unused", "enable.auto.commit": False})
-        try:
-            tps = [TopicPartition(self.topic, 0, OFFSET_BEGINNING)]
-            end = _end_offset(reader, tps[0])
-            reader.assign(tps)
-            position, deadline = 0, time.monotonic() + 60
-            while position < end:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"checkpoint topic {self.topic}: stuck at {position}/{end}")
-                for msg in reader.consume(10_000, 1.0):
-                    if msg.error():
-                        continue
-                    position = msg.offset() + 1
-                    key = msg.key().decode()
-                    if key in wanted:
-                        found[key] = decode_checkpoint(msg.value())
-        finally:
-            reader.close()
-        return found
+        found = latest_by_key(self.kafka_config, self.topic, keys)
+        return {key: decode_checkpoint(value) for key, value in found.items()}
 
 
 class Worker:

@@ -639,6 +639,12 @@ def build_setups(
             if not path.is_absolute() and (beside.exists() or not path.exists()):
                 path = beside  # relative to the config file first, like the backtest paths
             reference = ReferenceProfile.from_file(path, cfg)
+        elif ref_cfg.source == "profile":  # built by `driftwire reference build --out`
+            path = Path(str(ref_cfg.path))
+            beside = Path(base_dir) / path
+            if not path.is_absolute() and (beside.exists() or not path.exists()):
+                path = beside
+            reference = ReferenceProfile.from_bytes(path.read_bytes())
         elif ref_cfg.source == "first_n":
             head = first_events(cfg.id, ref_cfg.first_n)
             if head is None or len(head) == 0:
@@ -647,7 +653,7 @@ def build_setups(
             reference = ReferenceProfile.from_batch(head, cfg)
         else:
             raise ValueError(f"model {cfg.id}: reference.source {ref_cfg.source!r} is not "
-                             "supported in backtests; use file or first_n")  # fmt: skip
+                             "supported in backtests; use file, profile or first_n")  # fmt: skip
         setups[cfg.id] = ModelSetup(cfg, reference)
     return setups
 

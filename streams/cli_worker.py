@@ -43,7 +43,7 @@ def worker(
     if metrics_port is not None:
         worker_cfg = dataclasses.replace(streams.worker, metrics_port=metrics_port)
         streams = dataclasses.replace(streams, worker=worker_cfg)
-    engines = build_engines(load_config(config))
+    engines = build_engines(load_config(config), streams)
     log.info(
         "worker %s: models %s, kafka %s", streams.worker.app_id, sorted(engines), streams.kafka
     )
