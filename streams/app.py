@@ -77,6 +77,7 @@ from driftwire.streams.worker import (
     decode_checkpoint,
     encode_checkpoint,
     feature_batch,
+    split_future,
 )
 
 log = logging.getLogger(__name__)
@@ -414,6 +415,7 @@ class Worker:
             self._dead_letter(batch[err.index], err.reason, "decode_error")
         self.metrics.decoded.labels(topic=topic).inc(len(records))
         good = _without(range(len(batch)), [e.index for e in errors])
+        records, good = self._drop_future(records, good, batch)
         profiler = self.profilers[(topic, partition)]
         result = profiler.observe(records, next_offset=offsets[-1] + 1)
         for i in result.unknown:
@@ -427,6 +429,22 @@ class Worker:
             )
         if result.reports:
             self._checkpoint(consumer, topic, partition, profiler.state())
+
+    def _drop_future(
+        self, records: list[dict], good: list[int], batch: list[Message]
+    ) -> tuple[list[dict], list[int]]:
+        """Dead-letter events stamped further ahead of this worker's clock than allowed."""
+        max_future = self.cfg.worker.max_future_ms
+        kept, future = split_future(records, int(time.time() * 1000) + max_future)
+        if not future:
+            return records, good
+        for i in future:
+            reason = (
+                f"event_time {records[i]['event_time']} is more than {max_future} ms ahead "
+                "of the worker's clock (worker.max_future)"
+            )
+            self._dead_letter(batch[good[i]], reason, "future_event_time")
+        return [records[i] for i in kept], [good[i] for i in kept]
 
     def _dead_letter(self, msg: Message, reason: str, error: str) -> None:
         self.metrics.dead_lettered.labels(reason=error).inc()

@@ -100,6 +100,9 @@ class WorkerConfig:
     # how long the group waits for a crashed worker before handing its partitions on
     session_timeout_ms: int = 45_000
     internal_partitions: int | None = None  # partials topic; default: features partitions
+    # events stamped further ahead of the worker's clock are dead-lettered, not profiled
+    # (Kafka 4 refuses message timestamps more than an hour ahead by default, too)
+    max_future_ms: int = 3_600_000
 
     def __post_init__(self) -> None:
         if not self.app_id or not self.app_id.replace("-", "").replace("_", "").isalnum():
@@ -122,7 +125,7 @@ class WorkerConfig:
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> WorkerConfig:
         values = dict(raw)
-        for key in ("idle_timeout", "batch_timeout", "session_timeout"):
+        for key in ("idle_timeout", "batch_timeout", "session_timeout", "max_future"):
             if key in values:
                 values[f"{key}_ms"] = _duration_ms(f"worker.{key}", values.pop(key))
         _check_keys("worker", values, cls)

@@ -249,6 +249,18 @@ def outcome_columns(records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarra
 # -- stage 1 -----------------------------------------------------------------------------------
 
 
+def split_future(
+    records: Sequence[Mapping[str, Any]], limit_ms: int
+) -> tuple[list[int], list[int]]:
+    """Indices of records with event_time <= `limit_ms`, and of those beyond it.
+
+    One event stamped years ahead would move its partition's watermark there and make
+    every later event late; the worker dead-letters such events instead of profiling them.
+    """
+    times = np.fromiter((r["event_time"] for r in records), np.int64, len(records))
+    return np.flatnonzero(times <= limit_ms).tolist(), np.flatnonzero(times > limit_ms).tolist()
+
+
 @dataclass
 class ProfileResult:
     """What one batch did in stage 1."""

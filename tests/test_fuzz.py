@@ -29,7 +29,13 @@ from driftwire.schemas.serde import Codec, load_schema
 from driftwire.streams import dlq
 from driftwire.streams.app import ModelEngine, Worker
 from driftwire.streams.config import StreamsConfig
-from driftwire.streams.worker import PartitionProfiler, Timing, encode_checkpoint, feature_batch
+from driftwire.streams.worker import (
+    PartitionProfiler,
+    Timing,
+    encode_checkpoint,
+    feature_batch,
+    split_future,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -271,6 +277,9 @@ def _bad_messages(rng: np.random.Generator) -> list[tuple[bytes, str]]:
             out.append((_raw_avro("FeatureEvent", ghost), "unknown_model"))
         elif kind == 5:
             out.append((b'{"model_id": "m"}', "decode_error"))  # JSON on an Avro topic
+        elif kind == 6:
+            ahead = {**valid, "prediction_id": str(i), "event_time": 253402300799999}
+            out.append((_raw_avro("FeatureEvent", ahead), "future_event_time"))
         else:
             event = {**valid, "prediction_id": str(i), "numeric": {"x0": float("nan")}}
             out.append((_raw_avro("FeatureEvent", event), ""))
@@ -328,11 +337,6 @@ def test_every_rejected_message_reaches_the_dead_letter_topic_with_a_reason(
     assert got == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/reliability.md): one far-future event_time moves the partition's "
-    "watermark there and every later event of the partition counts as late",
-)
 def test_one_far_future_event_does_not_blind_its_partition() -> None:
     profiler = _profiler()
     normal = [
@@ -340,6 +344,9 @@ def test_one_far_future_event_does_not_blind_its_partition() -> None:
         for i in range(100)
     ]
     future = {**normal[0], "prediction_id": "f", "event_time": 253402300799999}
-    profiler.observe([*normal[:50], future], next_offset=51)
+    first = [*normal[:50], future]
+    kept, ahead = split_future(first, limit_ms=10_000_000)  # the worker's clock + max_future
+    assert ahead == [50]
+    profiler.observe([first[i] for i in kept], next_offset=51)
     result = profiler.observe(normal[50:], next_offset=101)
     assert result.late == 0
