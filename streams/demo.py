@@ -278,7 +278,10 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole demo; every process and thread it starts is stopped before it returns."""
     settings.workdir.mkdir(parents=True, exist_ok=True)
-    start_ms = (int(time.time() * 1000) // 60_000) * 60_000
+    # Event time runs `speedup` times faster than the clock; starting that far in the past makes
+    # the stream end near "now", never in the future (the worker drops far-future events).
+    span_ms = int(settings.duration_s * settings.speedup * 1000)
+    start_ms = ((int(time.time() * 1000) - span_ms) // 60_000) * 60_000
     sim = RetailSimulator(seed=settings.seed)
     with ExitStack() as stack:
         bootstrap = settings.bootstrap
