@@ -14,7 +14,7 @@ restarting it to the end:
   covers it not yet written or the group offset not yet committed;
 - ``checkpoint``: right after the k-th checkpoint record landed on the checkpoint
   topic -- before the group offset commit that follows it;
-- ``loop`` (from run 4 on): a crash loop -- three kills 2-8 s after each (re)start.
+- ``loop`` (from run 4 on): a crash loop -- three kills 1-4 s after each (re)start.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _kill_point(kind: str, rng: np.random.Generator, scn: Scenario):
     if kind == "checkpoint":
         k = int(rng.integers(2, 30))
         return f"after checkpoint #{k}", lambda w, log, cp: cp.records() >= k
-    delays = iter(rng.uniform(2, 8, 3).tolist())
+    delays = iter(rng.uniform(1, 4, 3).tolist())
     return "in a crash loop", lambda w, log, cp: _after(w, next(delays))
 
 
@@ -117,9 +117,11 @@ def _after(worker: WorkerProc, seconds: float) -> bool:
 def _kill_when(worker: WorkerProc, log: Path, watch: CheckpointWatch, due) -> None:
     try:
         wait_until(lambda: due(worker, log, watch) or worker.proc.poll() is not None, 90, 0.01)
+        exited = worker.proc.poll()
     finally:
         worker.proc.send_signal(signal.SIGKILL)
         worker.proc.wait(10)
+    assert exited is None, f"the worker exited by itself (code {exited}) before the kill"
 
 
 @pytest.mark.parametrize("run", range(FAULT_RUNS))
