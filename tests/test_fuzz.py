@@ -39,6 +39,8 @@ from driftwire.streams.worker import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.faults  # bad input is one of the faults `pytest -m faults` covers
+
 SCHEMA_ID = 7
 SCHEMAS = ("FeatureEvent", "OutcomeEvent")
 FORMATS = ("avro", "confluent", "json")
