@@ -36,7 +36,7 @@ def worker(
     import dataclasses
 
     from driftwire.detectors.config import load_config
-    from driftwire.streams.app import Worker, build_engines, serve_metrics
+    from driftwire.streams.app import Worker, WorkerError, build_engines, serve_metrics
     from driftwire.streams.config import StreamsConfig
 
     streams = StreamsConfig.load(config)
@@ -47,10 +47,19 @@ def worker(
     log.info(
         "worker %s: models %s, kafka %s", streams.worker.app_id, sorted(engines), streams.kafka
     )
-    app = Worker(streams, engines)
+    try:
+        app = Worker(streams, engines)
+    except WorkerError as exc:
+        log.error("worker cannot start: %s", exc)
+        raise typer.Exit(1) from None
     server = serve_metrics(app)
     try:
         app.run()
+    except WorkerError as exc:
+        # a refused write or lost credentials: exit non-zero so a supervisor restarts us;
+        # nothing past the failure was checkpointed, so the restart re-sends it
+        log.error("worker stopped: %s", exc)
+        raise typer.Exit(1) from None
     finally:
         if server is not None:
             server.stop()
