@@ -62,7 +62,7 @@ from driftwire.detectors.stats import (
     wasserstein_flat,
 )
 from driftwire.detectors.volume import SilenceDetector, VolumeDetector
-from driftwire.detectors.windows import WindowClock, pane_starts
+from driftwire.detectors.windows import NO_WATERMARK, WindowClock, pane_starts
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,9 @@ class MonitorCounters:
     windows_skipped_min_count: int = 0
     segment_windows_skipped_min_count: int = 0
     watermark_regressions: int = 0
+    reference_switches: int = 0
+    windows_skipped_reference: int = 0  # straddled a reference switch
+    reference_mismatch: int = 0  # events profiled against another reference than due
     alerts_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -337,6 +340,9 @@ class Monitor:
         self.shadow_ = _shadow_comparator(config)
         self.tester_ = WindowTester(config, reference, self.layout_)
         self.__dict__.update(_signal_detectors(config, reference))
+        self.switches_: list[tuple[int, ReferenceProfile]] = []  # pending, see `rebase`
+        self.layouts_: dict[str, ProfileLayout] = {}  # of the pending references
+        self.switched_at_ = NO_WATERMARK
 
     def _concept_tracker(self) -> Any:
         if self.config.concept is None:
@@ -372,8 +378,9 @@ class Monitor:
         self, rows: FeatureBatch, start: int, end: int, partition: int | None
     ) -> list[WindowProfile]:
         seg_cfg = self.config.segments
+        layout = self._layout(start)
         if seg_cfg is None or rows.segment is None:
-            return [WindowProfile.from_batch(self.layout_, rows, start, end, None, partition)]
+            return [WindowProfile.from_batch(layout, rows, start, end, None, partition)]
         tags = rows.segment.tolist()
         counts = Counter(t for t in tags if t is not None)
         kept = sorted(counts, key=lambda t: (-counts[t], str(t)))[: seg_cfg.max_segments]
@@ -385,9 +392,7 @@ class Monitor:
             idx = np.flatnonzero(codes == code)
             if len(idx):
                 sub = rows.take(idx)
-                parts.append(
-                    WindowProfile.from_batch(self.layout_, sub, start, end, name, partition)
-                )
+                parts.append(WindowProfile.from_batch(layout, sub, start, end, name, partition))
         total = parts[0].relabel(start, end, None)
         for p in parts[1:]:
             total = total.merge(p.relabel(start, end, None))
@@ -398,11 +403,9 @@ class Monitor:
     def add_profiles(self, profiles: list[WindowProfile]) -> list[Alert]:
         """Merge stage-1 profiles into the open panes; late ones are counted, not merged."""
         for prof in profiles:
-            if prof.reference_id != self.layout_.reference_id:
-                raise ValueError(
-                    f"profile built against reference {prof.reference_id}, "
-                    f"monitor uses {self.layout_.reference_id}"
-                )
+            if prof.reference_id != self.reference_for(prof.window_start):
+                self._mismatch(prof)
+                continue
             overall = prof.segment is None
             if overall and self.silence_ is not None and prof.count:
                 # any event is a sign of life, even one too late to be counted in a window
@@ -466,6 +469,99 @@ class Monitor:
             return self.update_outcomes(outcomes)
         return []
 
+    # -- reference changes ---------------------------------------------------------------
+
+    def rebase(self, reference: ReferenceProfile, switch_ms: int) -> bool:
+        """Compare the windows starting at or after `switch_ms` (a pane start) with
+        `reference`; False when that reference is already in use or scheduled.
+
+        Windows straddling the switch are skipped (their panes were profiled against two
+        references). Detector state tied to the old baseline (gradual, volume, latency)
+        starts fresh; alert hysteresis carries over, so a drift the new reference absorbs
+        resolves. The switch itself is a `lifecycle` alert when the first window at or
+        after `switch_ms` closes.
+        """
+        known = [self.reference.reference_id, *(r.reference_id for _, r in self.switches_)]
+        if reference.reference_id in known:
+            return False
+        layout = ProfileLayout.from_reference(reference)
+        if (layout.numeric, layout.categorical) != (self.layout_.numeric, self.layout_.categorical):
+            raise ValueError(
+                f"model {self.config.id}: reference {reference.reference_id} has columns "
+                f"{layout.numeric + layout.categorical}, the monitor "
+                f"{self.layout_.numeric + self.layout_.categorical}"
+            )
+        if switch_ms % self.clock_.hop:
+            raise ValueError(f"switch time {switch_ms} is not a multiple of the window hop")
+        self.switches_ = sorted([*self.switches_, (int(switch_ms), reference)], key=_first)
+        self.layouts_[reference.reference_id] = layout
+        return True
+
+    def _layout(self, pane_start: int) -> ProfileLayout:
+        """The layout of the reference a pane is profiled against."""
+        if not self.switches_ or pane_start < self.switches_[0][0]:
+            return self.layout_
+        return self.layouts_[self.reference_for(pane_start)]
+
+    def reference_for(self, pane_start: int) -> str:
+        """Id of the reference a pane must have been profiled against."""
+        ref = self.reference
+        for start, later in self.switches_:
+            if pane_start >= start:
+                ref = later
+        return ref.reference_id
+
+    def _mismatch(self, prof: WindowProfile) -> None:
+        self.counters_.reference_mismatch += prof.count
+        log.warning(
+            "model %s: pane %d profiled against reference %s, expected %s: dropped "
+            "(a worker learned of a reference change after its switch time)",
+            self.config.id,
+            prof.window_start,
+            prof.reference_id,
+            self.reference_for(prof.window_start),
+        )
+
+    def _straddles(self, start: int) -> bool:
+        end = start + self.clock_.size
+        return any(start < t < end for t in [self.switched_at_, *map(_first, self.switches_)])
+
+    def _switch_until(self, start: int) -> list[Alert]:
+        alerts = []
+        while self.switches_ and self.switches_[0][0] <= start:
+            switch_ms, reference = self.switches_.pop(0)
+            alerts.append(self._switch(switch_ms, reference))
+        return alerts
+
+    def _switch(self, switch_ms: int, reference: ReferenceProfile) -> Alert:
+        previous = self.reference.reference_id
+        self.reference, self.switched_at_ = reference, switch_ms
+        self.layout_ = self.layouts_.pop(reference.reference_id)
+        self.tester_ = WindowTester(self.config, reference, self.layout_)
+        self.lifecycle_.reference_id = reference.reference_id
+        if self.concept_ is not None:
+            self.concept_.lifecycle.reference_id = reference.reference_id
+        fresh = _signal_detectors(self.config, reference)
+        self.volume_, self.latency_ = fresh["volume_"], fresh["latency_"]
+        self.gradual_, self.carry_ = {}, None
+        self.counters_.reference_switches += 1
+        log.info("model %s: reference %s -> %s", self.config.id, previous, reference.reference_id)
+        verdict = Verdict(
+            kind=AlertKind.LIFECYCLE,
+            detector="reference",
+            statistic="reference_count",
+            value=float(reference.count),
+            threshold=0.0,
+            breached=True,
+            window_start=switch_ms,
+            window_end=switch_ms,
+            window_count=0,
+            feature=reference.reference_id,
+            severity=Severity.INFO,
+            evidence=Evidence(notes={"event": "reference_changed", "previous": previous}),
+        )
+        return self._direct(verdict)
+
     # -- closing windows -----------------------------------------------------------------
 
     def advance(self, watermark_ms: int) -> list[Alert]:
@@ -475,6 +571,10 @@ class Monitor:
         due = self.clock_.advance(int(watermark_ms), {p for p, _ in self.panes_})
         alerts: list[Alert] = []
         for start in due:
+            alerts.extend(self._switch_until(start))
+            if self._straddles(start):
+                self.counters_.windows_skipped_reference += 1
+                continue
             alerts.extend(self._close(start))
         for key in [k for k in self.panes_ if self.clock_.pane_expired(k[0])]:
             del self.panes_[key]
@@ -630,6 +730,9 @@ class Monitor:
             state |= _signal_detectors(state["config"], state["reference"])
         if "shadow_" not in state:  # a snapshot from before the worker wired shadows
             state["shadow_"] = _shadow_comparator(state["config"])
+        state.setdefault("switches_", [])  # a snapshot from before reference changes
+        state.setdefault("switched_at_", NO_WATERMARK)
+        state.setdefault("layouts_", {})
         mon.__dict__.update(state)
         return mon
 
@@ -666,6 +769,10 @@ def _shadow_comparator(config: ModelConfig) -> Any:
     from driftwire.detectors.shadow import ShadowComparator
 
     return ShadowComparator(config)
+
+
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
 
 
 def _verdict_order(v: Verdict) -> tuple[Any, ...]:
