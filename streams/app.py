@@ -60,12 +60,14 @@ from driftwire.detectors.batch import FeatureBatch
 from driftwire.detectors.config import EngineConfig, ModelConfig
 from driftwire.detectors.reference import ReferenceProfile
 from driftwire.detectors.shadow import challengers_of
+from driftwire.detectors.timeline import ReferenceTimeline, TimelineProfiler
 from driftwire.schemas.records import alert_to_record
 from driftwire.schemas.serde import Codec
 from driftwire.streams.admin import TopicSpec, ensure_topics, partition_counts
 from driftwire.streams.config import StreamsConfig, TopicConfig
 from driftwire.streams.dlq import DeadLetter, DeadLetterWriter
 from driftwire.streams.metrics import MetricsServer, WorkerMetrics
+from driftwire.streams.references import PublishedReference, ReferenceWatcher
 from driftwire.streams.worker import (
     FEATURES,
     OUTCOMES,
@@ -85,6 +87,7 @@ log = logging.getLogger(__name__)
 # Checkpoints carry monitor snapshots (with the label join's pending predictions) and
 # reports carry a pane's prediction columns: far over Kafka's 1 MB default.
 INTERNAL_MESSAGE_BYTES = 64 * 1024 * 1024
+REFERENCES_KEY = "references:"  # + model id: a model's reference timeline, checkpoint topic
 
 
 class WorkerError(RuntimeError):
@@ -104,6 +107,13 @@ class ModelEngine:
     restore: Callable[[bytes], StageMonitor]
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
+    reference: ReferenceProfile | None = None  # the one read at start
+    build: Callable[[ReferenceProfile], StageMonitor] | None = None  # against another one
+
+    @property
+    def follows_topic(self) -> bool:
+        """Does the model switch references when a new one is published (not versioned)?"""
+        return self.config.reference.source == "topic" and self.config.versions is None
 
     @property
     def timing(self) -> Timing:
@@ -141,6 +151,8 @@ def build_engines(
             restore=kind.restore,
             numeric=tuple(ref.numeric),
             categorical=tuple(ref.categorical),
+            reference=ref,
+            build=lambda other, cfg=cfg, kind=kind: kind(cfg, other),
         )
     return engines
 
@@ -181,6 +193,13 @@ def latest_by_key(
     kafka_config: Mapping[str, Any], topic: str, keys: Iterable[str], timeout: float = 60
 ) -> dict[str, bytes]:
     """The latest value of each wanted key on a one-partition compacted topic (read to its end)."""
+    return read_latest(kafka_config, topic, keys, timeout)[0]
+
+
+def read_latest(
+    kafka_config: Mapping[str, Any], topic: str, keys: Iterable[str], timeout: float = 60
+) -> tuple[dict[str, bytes], int]:
+    """`latest_by_key`, and the end offset it read up to."""
     wanted, found = set(keys), {}
     reader = Consumer({**kafka_config, "group.id": "unused", "enable.auto.commit": False})
     try:
@@ -200,7 +219,7 @@ def latest_by_key(
                     found[key] = msg.value()
     finally:
         reader.close()
-    return found
+    return found, end
 
 
 class CheckpointStore:
@@ -234,7 +253,6 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.topics = streams.topics
         self.partials_topic = streams.worker.partials_topic
-        self.profile_monitors = {m: e.new() for m, e in engines.items()}  # profile() is pure
         self.profilers: dict[tuple[str, int], PartitionProfiler] = {}  # features / outcomes
         self.mergers: dict[int, dict[str, ModelMerger]] = {}  # partials partition -> model
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per owned partition
@@ -275,6 +293,8 @@ class Worker:
             )
         self.alerts_codec = _codec("DriftAlert", self.topics.alerts, registry)
         self.features_partitions, self.outcome_partitions = self._prepare_topics()
+        self.timelines, self.references = self._follow_references()
+        self.profile_monitors = {m: self._stage1_monitor(m) for m in engines}  # pure profile()
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -304,6 +324,41 @@ class Worker:
                 specs.append(TopicSpec(topic.name, topic.partitions or 1))
         ensure_topics(admin, specs)
         return n, counts.get(self.outcomes_topic or "", 0)
+
+    def _follow_references(self) -> tuple[dict[str, ReferenceTimeline], ReferenceWatcher | None]:
+        """Timelines of the models following the references topic, and its watcher.
+
+        A timeline saved on the checkpoint topic by any worker of this app wins over the
+        topic's latest profile: it holds the switch times every worker must agree on."""
+        models = [m for m, e in self.engines.items() if e.follows_topic]
+        for m, e in self.engines.items():
+            if e.config.reference.source == "topic" and not e.follows_topic:
+                log.warning("model %s is versioned: a new reference applies at restart", m)
+        if not models or self.topics.references is None:
+            return {}, None
+        topic = self.topics.references.name
+        saved = self.checkpoints.load([REFERENCES_KEY + m for m in models])
+        published, end = read_latest(self.kafka_config, topic, models)
+        timelines = {}
+        for m in models:
+            state = saved.get(REFERENCES_KEY + m)
+            if state is not None:
+                timelines[m] = ReferenceTimeline.from_state(state)
+                continue
+            engine = self.engines[m]
+            ref = ReferenceProfile.from_bytes(published[m]) if m in published else engine.reference
+            assert ref is not None
+            timelines[m] = ReferenceTimeline(engine.timing.pane_ms, ref, offset_=end)
+        start = min(t.offset_ for t in timelines.values())
+        return timelines, ReferenceWatcher(self.kafka_config, topic, start)
+
+    def _stage1_monitor(self, model_id: str) -> StageMonitor | TimelineProfiler:
+        engine = self.engines[model_id]
+        timeline = self.timelines.get(model_id)
+        if timeline is None:
+            return engine.new()
+        assert engine.build is not None
+        return TimelineProfiler(timeline, engine.build)
 
     def _connect(self, timeout: float = 30) -> AdminClient:
         """An AdminClient that reached the cluster; bad credentials fail in about a second."""
@@ -373,6 +428,8 @@ class Worker:
             while not self._stopping:
                 self.producer.poll(0)  # delivery failures surface now, not at the next flush
                 self._raise_failure()
+                if self.references is not None:
+                    self._new_references(self.references.poll())
                 messages = consumer.consume(batch_size, timeout)
                 started = time.perf_counter()
                 self._process(consumer, messages)
@@ -385,6 +442,8 @@ class Worker:
             if not self.failure:  # never checkpoint past an output that did not get out
                 self._checkpoint_all(consumer)
             consumer.close()  # leaves the group now, no session timeout wait
+            if self.references is not None:
+                self.references.close()
             self.producer.flush(30)
             log.info("worker stopped")
 
@@ -471,8 +530,13 @@ class Worker:
             self._checkpoint_stage2(consumer, partition)
 
     def _new_merger(self, model_id: str) -> ModelMerger:
-        engine = self.engines[model_id]
-        return ModelMerger(model_id, engine.new(), *self._merger_args(model_id))
+        engine, timeline = self.engines[model_id], self.timelines.get(model_id)
+        if timeline is None:
+            return ModelMerger(model_id, engine.new(), *self._merger_args(model_id))
+        assert engine.build is not None
+        monitor = engine.build(timeline.entries_[0][1])
+        _catch_up(monitor, timeline)
+        return ModelMerger(model_id, monitor, *self._merger_args(model_id))
 
     def _merger_args(self, model_id: str) -> tuple[Any, ...]:
         """(timing, partitions, idle timeout, outcome partitions, regression, versioned)."""
@@ -539,6 +603,50 @@ class Worker:
         self._checkpoint(
             consumer, self.partials_topic, partition, {"offset": offset, "models": models}
         )
+
+    # -- reference changes ----------------------------------------------------------------------
+
+    def _new_references(self, published: list[PublishedReference]) -> None:
+        for pub in published:
+            timeline = self.timelines.get(pub.model_id)
+            if timeline is None or pub.offset < timeline.offset_:
+                continue
+            try:
+                switch = timeline.add(pub.reference, pub.effective_from)
+            except ValueError as exc:
+                log.error("references topic @%d: %s: ignored", pub.offset, exc)
+                continue
+            timeline.offset_ = pub.offset + 1
+            if switch is not None:
+                self._switch_reference(pub, switch, timeline)
+
+    def _switch_reference(
+        self, pub: PublishedReference, switch: int, timeline: ReferenceTimeline
+    ) -> None:
+        """Save the timeline (every worker and restart then agrees), then tell the monitors."""
+        self.checkpoints.save(REFERENCES_KEY + pub.model_id, timeline.to_state())
+        self._flush()
+        for mergers in self.mergers.values():
+            if pub.model_id in mergers:
+                _catch_up(mergers[pub.model_id].monitor, timeline)
+        self.metrics.reference_changes.labels(model=pub.model_id).inc()
+        log.info(
+            "model %s: reference %s applies from %d (effective from %d)",
+            pub.model_id,
+            pub.reference.reference_id,
+            switch,
+            pub.effective_from,
+        )
+        ahead = [p.watermark_ for p in self.profilers.values() if p.watermark_ >= switch]
+        if ahead:
+            log.warning(
+                "model %s: reference %s arrived after events at or past its switch time %d "
+                "were profiled; publish with more lead (--effective-from): those panes are "
+                "dropped by the model's monitor, counted as reference mismatches",
+                pub.model_id,
+                pub.reference.reference_id,
+                switch,
+            )
 
     # -- checkpoints and rebalancing ------------------------------------------------------------
 
@@ -635,6 +743,8 @@ class Worker:
                 model_id,
                 *self._merger_args(model_id),
             )
+            if model_id in self.timelines:
+                _catch_up(mergers[model_id].monitor, self.timelines[model_id])
         self.mergers[tp.partition] = mergers
         if state:
             self.offsets[(tp.topic, tp.partition)] = int(state["offset"])
@@ -665,6 +775,12 @@ class Worker:
                 lag = part.get("consumer_lag", -1)
                 if partition != "-1" and lag >= 0:
                     self.metrics.consumer_lag.labels(topic=topic, partition=partition).set(lag)
+
+
+def _catch_up(monitor: Any, timeline: ReferenceTimeline) -> None:
+    """Schedule on a monitor the timeline's switches after the one it is at."""
+    for start, reference in timeline.later_than(monitor.switched_at_):
+        monitor.rebase(reference, start)
 
 
 def _end_offset(consumer: Consumer, tp: TopicPartition, timeout: float = 30) -> int:

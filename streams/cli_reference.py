@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 app = typer.Typer(help="Reference profiles: the baseline each window is compared with.")
 
 
+# Workers read the references topic every second; a minute's lead means every worker has
+# the profile before the first event it applies to arrives (see docs/concepts.md).
+DEFAULT_LEAD_MS = 60_000
+
+
 class ReferenceBuildError(RuntimeError):
     """The reference cannot be built or delivered; the message says why."""
 
@@ -78,6 +83,26 @@ def parse_time(text: str | None, now_ms: int, hint: str) -> int | None:
         raise typer.BadParameter(
             "expected an ISO time (2026-12-03T10:00), epoch ms, or a duration ago like 2h",
             param_hint=hint,
+        ) from None
+
+
+def parse_effective(text: str | None, now_ms: int) -> int:
+    """When running workers switch: ISO time, epoch ms, or a delay from now ("5m")."""
+    from driftwire.detectors.config import parse_duration
+    from driftwire.detectors.scoring import parse_time_ms
+
+    if text is None:
+        return now_ms + DEFAULT_LEAD_MS
+    try:
+        return parse_time_ms(text)
+    except ValueError:
+        pass
+    try:
+        return now_ms + int(parse_duration(text.removeprefix("+")))
+    except (ValueError, TypeError):
+        raise typer.BadParameter(
+            "expected an ISO time (2026-12-03T10:00), epoch ms, or a delay like 5m",
+            param_hint="--effective-from",
         ) from None
 
 
@@ -133,8 +158,18 @@ def read_topic_batch(read: TopicRead, model: ModelConfig) -> tuple[FeatureBatch 
     return (concat_features(batches) if batches else None), bad
 
 
-def publish(profile: ReferenceProfile, topic: str, kafka: dict[str, Any], timeout: float) -> None:
-    """Send the profile to the compacted references topic, keyed by model id; wait for the ack."""
+def publish(
+    profile: ReferenceProfile,
+    topic: str,
+    kafka: dict[str, Any],
+    timeout: float,
+    effective_from: int | None = None,
+) -> None:
+    """Send the profile to the compacted references topic, keyed by model id; wait for the ack.
+
+    Running workers switch to it at the first window boundary at or after `effective_from`
+    (epoch ms; default: the publish time)."""
+    from driftwire.detectors.timeline import EFFECTIVE_FROM_HEADER
     from driftwire.streams.alerts_reader import QUIET_CLIENT_LOG  # librdkafka: quiet retries
 
     check_topics(kafka, [topic], timeout)
@@ -149,7 +184,10 @@ def publish(profile: ReferenceProfile, topic: str, kafka: dict[str, Any], timeou
         topic,
         profile.to_bytes(),
         key=profile.model_id.encode(),
-        headers={"driftwire.reference_id": profile.reference_id.encode()},
+        headers={
+            "driftwire.reference_id": profile.reference_id.encode(),
+            **({EFFECTIVE_FROM_HEADER: str(effective_from).encode()} if effective_from else {}),
+        },
         on_delivery=delivered,
     )
     if producer.flush(timeout) > 0:
@@ -294,6 +332,13 @@ def build(
     publish_it: bool = typer.Option(
         False, "--publish", help="Publish to the compacted references topic, keyed by model id."
     ),
+    effective_from: str | None = typer.Option(
+        None,
+        "--effective-from",
+        help="With --publish: when running workers switch to this profile -- ISO time, epoch "
+        "ms, or a delay like 5m (default: 1m from now). The switch is at the first window "
+        "boundary at or after it; workers of a new app id start with the latest profile.",
+    ),
     bootstrap: str | None = typer.Option(
         None, "--bootstrap", help="Kafka bootstrap servers (overrides config and env)."
     ),
@@ -308,9 +353,12 @@ def build(
         raise typer.BadParameter("give --out FILE and/or --publish")
     if from_file is not None and (start or end or topic):
         raise typer.BadParameter("--start/--end/--topic go with --from-topic, not --from-file")
+    if effective_from is not None and not publish_it:
+        raise typer.BadParameter("--effective-from goes with --publish")
     model = _model(config, model_id)
     streams = _streams(config, bootstrap) if (from_topic or publish_it) else None
     now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    effective_ms = parse_effective(effective_from, now_ms)
 
     def topic_read() -> TopicRead:
         assert streams is not None
@@ -336,8 +384,13 @@ def build(
         if publish_it:
             assert streams is not None and streams.topics.references is not None
             name = streams.topics.references.name
-            publish(profile, name, _kafka(streams, timeout), timeout)
-            out.print(f"published to {name} (key {profile.model_id})", markup=False)
+            publish(profile, name, _kafka(streams, timeout), timeout, effective_ms)
+            when = dt.datetime.fromtimestamp(effective_ms / 1000, dt.UTC).isoformat()
+            out.print(
+                f"published to {name} (key {profile.model_id}); running workers switch at "
+                f"the first window boundary at or after {when}",
+                markup=False,
+            )
     except BrokerUnreachable as exc:
         assert streams is not None
         err.print(f"error: {exc} (bootstrap {streams.kafka.bootstrap_servers})", markup=False)

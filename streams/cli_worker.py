@@ -34,6 +34,8 @@ def worker(
 ) -> None:
     """Consume features, publish drift alerts; scale by running more workers (one group)."""
     import dataclasses
+    import faulthandler
+    import signal
 
     from driftwire.detectors.config import load_config
     from driftwire.streams.app import Worker, WorkerError, build_engines, serve_metrics
@@ -52,6 +54,8 @@ def worker(
     except WorkerError as exc:
         log.error("worker cannot start: %s", exc)
         raise typer.Exit(1) from None
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: a stuck worker explains itself
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     server = serve_metrics(app)
     try:
         app.run()

@@ -72,6 +72,12 @@ class WorkerMetrics:
         self.kafka_errors = Counter(
             "driftwire_kafka_errors", "librdkafka client errors", ["code"], registry=r
         )
+        self.reference_changes = Counter(
+            "driftwire_reference_changes",
+            "New reference profiles scheduled from the references topic",
+            ["model"],
+            registry=r,
+        )
         self.delivery_failures = Counter(
             "driftwire_delivery_failures",
             "Messages the broker did not accept (the worker stops on the first)",

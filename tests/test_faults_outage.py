@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -84,7 +85,12 @@ def test_a_30s_broker_outage_mid_stream_changes_no_alert_id(
         assert worker.proc.poll() is None, "the worker must wait for the broker, not exit"
         broker.start(timeout=120)
         alerts = wait_for_alerts(scn, alerts_topic, timeout=180)
-        wait_until(lambda: _health(worker)[0] == 200, 30, 0.5)  # reconnected on its own
+        try:
+            wait_until(lambda: _health(worker)[0] == 200, 30, 0.5)  # reconnected on its own
+        finally:
+            if {a.alert_id for a in alerts} != scn.expected_ids:
+                worker.proc.send_signal(signal.SIGUSR1)  # stacks into the worker's log
+                time.sleep(1)
         assert worker.metrics()["driftwire_broker_up"] == 1
     finally:
         code = stop(worker)
