@@ -355,10 +355,10 @@ def build(
         raise typer.BadParameter("--start/--end/--topic go with --from-topic, not --from-file")
     if effective_from is not None and not publish_it:
         raise typer.BadParameter("--effective-from goes with --publish")
+    effective_ms = parse_effective(effective_from, int(dt.datetime.now(dt.UTC).timestamp() * 1000))
     model = _model(config, model_id)
     streams = _streams(config, bootstrap) if (from_topic or publish_it) else None
     now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-    effective_ms = parse_effective(effective_from, now_ms)
 
     def topic_read() -> TopicRead:
         assert streams is not None

@@ -68,6 +68,7 @@ def test_help_lists_sources_and_destinations() -> None:
         "--end",
         "--out",
         "--publish",
+        "--effective-from",
     ):
         assert option in result.stdout
 
@@ -133,7 +134,7 @@ def test_builds_from_a_topic_range_and_publishes_keyed_by_model(
     # the range selects by the message timestamp: events 1000..1999 (end exclusive)
     result = _run("reference", "build", "-c", str(config), "-m", "fraud", "--from-topic",
                   "--start", str(base + 1_000_000), "--end", str(base + 2_000_000),
-                  "--publish")  # fmt: skip
+                  "--publish", "--effective-from", str(base + 5_000_000))  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"published to {references}" in result.stdout
 
@@ -153,6 +154,7 @@ def test_builds_from_a_topic_range_and_publishes_keyed_by_model(
     amounts = np.array([e["numeric"]["amount"] for e in in_range])
     assert profile.numeric["amount"].mean == pytest.approx(amounts.mean())
     assert dict(msg.headers())["driftwire.reference_id"] == profile.reference_id.encode()
+    assert dict(msg.headers())["driftwire.effective_from"] == str(base + 5_000_000).encode()
 
 
 def test_unreachable_broker_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
@@ -174,6 +176,14 @@ def test_unreachable_broker_fails_fast_with_a_clear_message(tmp_path: Path) -> N
         (["-m", "fraud", "--from-topic"], "--out FILE and/or --publish"),
         (["-m", "nope", "--from-topic", "--out", "x.avro"], "no model 'nope'"),
         (["-m", "fraud", "--from-topic", "--out", "x.avro"], "topics.features is required"),
+        (
+            ["-m", "fraud", "--from-topic", "--out", "x.avro", "--effective-from", "5m"],
+            "--effective-from goes with --publish",
+        ),
+        (
+            ["-m", "fraud", "--from-topic", "--publish", "--effective-from", "soon"],
+            "a delay like 5m",
+        ),
     ],
 )
 def test_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
