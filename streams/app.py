@@ -36,9 +36,11 @@ loop, and faust's changelog tables are replaced by the explicit checkpoint topic
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +68,7 @@ from driftwire.schemas.serde import Codec
 from driftwire.streams.admin import TopicSpec, ensure_topics, partition_counts
 from driftwire.streams.config import StreamsConfig, TopicConfig
 from driftwire.streams.dlq import DeadLetter, DeadLetterWriter
+from driftwire.streams.groupwatch import GroupWatch
 from driftwire.streams.metrics import MetricsServer, WorkerMetrics
 from driftwire.streams.references import PublishedReference, ReferenceWatcher
 from driftwire.streams.worker import (
@@ -294,6 +297,11 @@ class Worker:
         self.alerts_codec = _codec("DriftAlert", self.topics.alerts, registry)
         self.features_partitions, self.outcome_partitions = self._prepare_topics()
         self.timelines, self.references = self._follow_references()
+        # out of the group for longer than a session and a rebalance may take: replace it
+        rejoin_s = max(60.0, 2 * streams.worker.session_timeout_ms / 1000)
+        self.group_watch = GroupWatch(rejoin_s)
+        self.generation_ = 0  # of the current consumer (stats of replaced ones are ignored)
+        self.consumer_: Consumer | None = None
         self.profile_monitors = {m: self._stage1_monitor(m) for m in engines}  # pure profile()
 
     # -- setup --------------------------------------------------------------------------------
@@ -396,7 +404,7 @@ class Worker:
                 "statistics.interval.ms": 5000,
                 "session.timeout.ms": self.cfg.worker.session_timeout_ms,
                 "heartbeat.interval.ms": max(self.cfg.worker.session_timeout_ms // 10, 100),
-                "stats_cb": self._on_stats,
+                "stats_cb": functools.partial(self._on_stats, self.generation_),
                 "error_cb": self._on_kafka_error,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
@@ -415,13 +423,7 @@ class Worker:
         if install_signals:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        consumer = self._consumer()
-        consumer.subscribe(
-            [*self.codecs, self.partials_topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        consumer = self._subscribed_consumer()
         self.metrics.running = True
         batch_size, timeout = self.cfg.worker.batch_size, self.cfg.worker.batch_timeout_ms / 1000
         try:
@@ -430,6 +432,8 @@ class Worker:
                 self._raise_failure()
                 if self.references is not None:
                     self._new_references(self.references.poll())
+                if self.group_watch.overdue(time.monotonic()):
+                    consumer = self._replace_consumer(consumer)
                 messages = consumer.consume(batch_size, timeout)
                 started = time.perf_counter()
                 self._process(consumer, messages)
@@ -446,6 +450,46 @@ class Worker:
                 self.references.close()
             self.producer.flush(30)
             log.info("worker stopped")
+
+    def _subscribed_consumer(self) -> Consumer:
+        self.generation_ += 1
+        consumer = self._consumer()
+        consumer.subscribe(
+            [*self.codecs, self.partials_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self.consumer_ = consumer
+        return consumer
+
+    def _replace_consumer(self, consumer: Consumer) -> Consumer:
+        """A consumer out of its group too long while the broker answers: start a new one.
+
+        What the old one still owns is checkpointed and forgotten; the new one joins the
+        group and restores from the checkpoints, like a restarted worker. The old one is
+        closed on a thread of its own, since a stuck client may not close promptly; its
+        callbacks are ignored from now on."""
+        out_for = self.group_watch.out_for(time.monotonic())
+        self.group_watch.reset()
+        try:
+            self.producer.list_topics(timeout=5)
+        except KafkaException:
+            return consumer  # the broker is away: waiting is right, look again later
+        log.warning(
+            "the consumer has been out of group %s for %.0f s with the broker up: "
+            "replacing it (state is restored from the checkpoints)",
+            self.cfg.worker.group,
+            out_for,
+        )
+        self.metrics.consumer_replaced.inc()
+        self._checkpoint_all(consumer)
+        self._drop([TopicPartition(t, p) for t, p in [*self.profilers, *self._owned_partials()]])
+        threading.Thread(target=_close_quietly, args=(consumer,), daemon=True).start()
+        return self._subscribed_consumer()
+
+    def _owned_partials(self) -> list[tuple[str, int]]:
+        return [(self.partials_topic, p) for p in self.mergers]
 
     def _process(self, consumer: Consumer, messages: list[Message]) -> None:
         by_partition: dict[tuple[str, int], list[Message]] = {}
@@ -659,7 +703,10 @@ class Worker:
         self._flush()
         offset = int(state["offset"])
         self.offsets[(topic, partition)] = offset
-        consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=True)
+        try:  # the group offset only feeds lag tools; the checkpoint above is what counts
+            consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=True)
+        except KafkaException as exc:
+            log.debug("commit of %s[%d]@%d: %s", topic, partition, offset, exc)
 
     def _flush(self) -> None:
         """Wait for every produced message to be acknowledged (through a broker outage)."""
@@ -704,6 +751,8 @@ class Worker:
                 self._checkpoint_stage2(consumer, partition)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer_:  # a replaced consumer: its group view is stale
+            return
         keys = [f"{tp.topic}:{tp.partition}" for tp in partitions]
         saved = self.checkpoints.load(keys)
         for tp, key in zip(partitions, keys, strict=True):
@@ -750,10 +799,14 @@ class Worker:
             self.offsets[(tp.topic, tp.partition)] = int(state["offset"])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer_:
+            return
         self._checkpoint_all(consumer, partitions)
         self._drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer_:
+            return
         self._drop(partitions)  # someone else owns them now: our state is stale
 
     def _drop(self, partitions: Iterable[TopicPartition]) -> None:
@@ -764,8 +817,12 @@ class Worker:
                 self.profilers.pop((tp.topic, tp.partition), None)
             self.offsets.pop((tp.topic, tp.partition), None)
 
-    def _on_stats(self, raw: str) -> None:
+    def _on_stats(self, generation: int, raw: str) -> None:
+        if generation != self.generation_:  # from a replaced consumer
+            return
         stats = json.loads(raw)
+        if "cgrp" in stats:
+            self.group_watch.observe(stats["cgrp"], time.monotonic())
         brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
         if any(b.get("state") == "UP" for b in brokers) and not self.metrics.broker_ok:
             log.info("broker reachable again")
@@ -781,6 +838,13 @@ def _catch_up(monitor: Any, timeline: ReferenceTimeline) -> None:
     """Schedule on a monitor the timeline's switches after the one it is at."""
     for start, reference in timeline.later_than(monitor.switched_at_):
         monitor.rebase(reference, start)
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as exc:
+        log.debug("closing the replaced consumer: %s", exc)
 
 
 def _end_offset(consumer: Consumer, tp: TopicPartition, timeout: float = 30) -> int:

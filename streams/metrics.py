@@ -72,6 +72,11 @@ class WorkerMetrics:
         self.kafka_errors = Counter(
             "driftwire_kafka_errors", "librdkafka client errors", ["code"], registry=r
         )
+        self.consumer_replaced = Counter(
+            "driftwire_consumer_replaced",
+            "Consumers replaced after staying out of their group with the broker up",
+            registry=r,
+        )
         self.reference_changes = Counter(
             "driftwire_reference_changes",
             "New reference profiles scheduled from the references topic",
