@@ -66,11 +66,6 @@ def _log_tail(workdir, lines: int = 80) -> str:
     return "worker log:\n" + "\n".join(kept[-lines:])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect (docs/reliability.md, 1 run in 6): when the broker stops ~2 s after "
-    "the worker's first assignment, the worker may not rejoin its group after the restart",
-)
 def test_a_30s_broker_outage_mid_stream_changes_no_alert_id(
     broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
