@@ -405,7 +405,7 @@ class Worker:
                 "session.timeout.ms": self.cfg.worker.session_timeout_ms,
                 "heartbeat.interval.ms": max(self.cfg.worker.session_timeout_ms // 10, 100),
                 "stats_cb": functools.partial(self._on_stats, self.generation_),
-                "error_cb": self._on_kafka_error,
+                "error_cb": functools.partial(self._on_consumer_error, self.generation_),
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
                 # an idle fetch must not hold back a pane report longer than a batch wait
@@ -727,6 +727,10 @@ class Worker:
             self.failure = f"could not write to {msg.topic()}: {err.str()} ({err.name()})"
             self.metrics.failure = self.failure
             log.error("%s -- stopping without a checkpoint, a restart re-sends it", self.failure)
+
+    def _on_consumer_error(self, generation: int, err: KafkaError) -> None:
+        if generation == self.generation_:  # a replaced consumer's errors are history
+            self._on_kafka_error(err)
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         self.metrics.kafka_errors.labels(code=err.name()).inc()
