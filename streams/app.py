@@ -349,11 +349,12 @@ class Worker:
         published, end = read_latest(self.kafka_config, topic, models)
         timelines = {}
         for m in models:
-            state = saved.get(REFERENCES_KEY + m)
-            if state is not None:
+            state, engine = saved.get(REFERENCES_KEY + m), self.engines[m]
+            if state is not None and state["hop"] == engine.timing.pane_ms:
                 timelines[m] = ReferenceTimeline.from_state(state)
                 continue
-            engine = self.engines[m]
+            if state is not None:  # switch times on another grid cannot be honoured
+                log.warning("model %s: window hop changed, saved reference timeline dropped", m)
             ref = ReferenceProfile.from_bytes(published[m]) if m in published else engine.reference
             assert ref is not None
             timelines[m] = ReferenceTimeline(engine.timing.pane_ms, ref, offset_=end)
