@@ -64,7 +64,9 @@ from driftwire.detectors.scoring import (
     score_with_baselines,
 )
 from driftwire.detectors.shadow import challengers_of
+from driftwire.detectors.timeline import ReferenceTimeline, TimelineProfiler, same_columns
 from driftwire.detectors.versions import VersionRegistry
+from driftwire.detectors.windows import NO_WATERMARK
 from driftwire.streams.replay import (
     NO_TIME,
     FileSource,
@@ -118,6 +120,8 @@ class BacktestSpec:
     sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     max_delay_ms: int | None = None
     chunk_rows: int = 65_536
+    # (effective from, profile file): a new reference during the replay, as published live
+    reference_changes: tuple[tuple[int, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.source not in ("files", "topic"):
@@ -141,7 +145,7 @@ class BacktestSpec:
         report = raw.get("report") or {}
         known = {
             "source", "features", "outcomes", "format", "model_id", "start", "end", "inject",
-            "truth", "report", "sweep", "max_delay", "chunk_rows",
+            "truth", "report", "sweep", "max_delay", "chunk_rows", "reference_changes",
         }  # fmt: skip
         unknown = set(raw) - known
         if unknown:
@@ -161,7 +165,23 @@ class BacktestSpec:
             sweep=parse_sweep(raw.get("sweep") or {}),
             max_delay_ms=None if raw.get("max_delay") is None else parse_duration(raw["max_delay"]),
             chunk_rows=int(raw.get("chunk_rows", 65_536)),
+            reference_changes=tuple(
+                (parse_time_ms(c["at"]), path(c["profile"]))
+                for c in _changes(raw.get("reference_changes"))
+            ),
         )
+
+
+def _changes(raw: Any) -> list[Mapping[str, Any]]:
+    """``[{at: TIME, profile: PATH}, ...]``, each checked for both keys."""
+    items = list(raw or [])
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or set(item) != {"at", "profile"}:
+            raise ValueError(
+                f"backtest.reference_changes[{i}]: expected {{at: TIME, profile: PATH}}, "
+                f"got {item!r}"
+            )
+    return items
 
 
 def parse_sweep(raw: Mapping[str, Any] | Sequence[str]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
@@ -405,6 +425,7 @@ class ModelSetup:
 
     config: ModelConfig
     reference: ReferenceProfile
+    changes: tuple[tuple[int, ReferenceProfile], ...] = ()  # (effective from, profile)
 
     @property
     def timing(self) -> Timing:
@@ -423,7 +444,22 @@ class ModelSetup:
         """What the worker's stage 2 runs for this model (see `build_engines`)."""
         if self.versioned:
             return VersionRegistry(self.config, self.reference)
-        return Monitor(self.config, self.reference)
+        monitor = Monitor(self.config, self.reference)
+        for start, reference in self.timeline().later_than(NO_WATERMARK):
+            monitor.rebase(reference, start)
+        return monitor
+
+    def stage1_monitor(self) -> Monitor | VersionRegistry | TimelineProfiler:
+        """What the worker's stage 1 profiles with: each pane against its reference."""
+        if not self.changes:
+            return self.new_monitor()
+        return TimelineProfiler(self.timeline(), lambda ref: Monitor(self.config, ref))
+
+    def timeline(self) -> ReferenceTimeline:
+        timeline = ReferenceTimeline(self.timing.pane_ms, self.reference)
+        for effective_from, reference in sorted(self.changes, key=lambda c: c[0]):
+            timeline.add(reference, effective_from)
+        return timeline
 
     def batch(self, records: Sequence[Mapping[str, Any]]) -> FeatureBatch:
         segment = self.config.segments.key if self.config.segments else None
@@ -453,7 +489,7 @@ class EnginePath:
         self.tape = tape
         self.sync = sync
         self.verdicts: dict[str, list[Verdict]] = {m: [] for m in setups}
-        profile_monitors = {m: s.new_monitor() for m, s in setups.items()}
+        profile_monitors = {m: s.stage1_monitor() for m, s in setups.items()}
         timings = {m: s.timing for m, s in setups.items()}
         shadows = challengers_of([s.config for s in setups.values()])
         shadowing = {c for cs in shadows.values() for c in cs} | set(shadows)
@@ -658,6 +694,24 @@ def build_setups(
     return setups
 
 
+def with_reference_changes(
+    setups: Mapping[str, ModelSetup], changes: Sequence[tuple[int, str]]
+) -> dict[str, ModelSetup]:
+    """Attach each profile file (built by `reference build --out`) to its model's setup."""
+    out = dict(setups)
+    for effective_from, path in changes:
+        reference = ReferenceProfile.from_bytes(Path(path).read_bytes())
+        setup = out.get(reference.model_id)
+        if setup is None:
+            raise ValueError(f"{path}: a profile of model {reference.model_id!r}, not backtested")
+        if setup.versioned:
+            raise ValueError(f"model {reference.model_id}: versioned models keep one reference")
+        same_columns(setup.reference, reference)
+        changed = (*setup.changes, (effective_from, reference))
+        out[reference.model_id] = dataclasses.replace(setup, changes=changed)
+    return out
+
+
 def run_replay(
     setups: Mapping[str, ModelSetup],
     steps: Iterable[Step],
@@ -841,6 +895,7 @@ class Backtest:
         self, engine: EngineConfig, progress: bool = False, cached: Sequence[Step] | None = None
     ) -> tuple[BacktestResult, Injector]:
         setups = build_setups(engine, self.first_events(cached), self.base_dir)
+        setups = with_reference_changes(setups, self.spec.reference_changes)
         injector = Injector(self.spec.injections) if self.spec.injections else None
         with _progress(progress) as bar:
             steps, on_step = self._steps(bar if progress else None)

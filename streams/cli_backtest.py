@@ -38,6 +38,13 @@ PublishOption = typer.Option(
 PublishFormatOption = typer.Option("avro", "--publish-format", help="avro or json.")
 BootstrapOption = typer.Option(None, "--bootstrap", help="Kafka bootstrap (overrides config).")
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
+ReferenceChangeOption = typer.Option(
+    None,
+    "--reference-change",
+    help="TIME=PROFILE: from TIME (ISO or epoch ms; the switch is at the first window boundary "
+    "at or after it) compare with PROFILE (`reference build --out`), as a live worker does when "
+    "that profile is published with --effective-from TIME. Repeatable.",
+)
 
 
 def backtest(
@@ -56,6 +63,7 @@ def backtest(
     publish_format: str = PublishFormatOption,
     bootstrap: str | None = BootstrapOption,
     progress: bool = ProgressOption,
+    reference_change: list[str] | None = ReferenceChangeOption,
 ) -> None:
     """Replay a topic range or files through the detectors and score them."""
     from driftwire.streams.backtest import load_backtest, publish_alerts
@@ -75,6 +83,8 @@ def backtest(
         overrides["truth"] = str(cwd / truth)
     if sweep:
         overrides["sweep"] = _sweep_mapping(sweep)
+    if reference_change:
+        overrides["reference_changes"] = [_change(item, cwd) for item in reference_change]
     try:
         run = load_backtest(config, overrides, bootstrap=bootstrap)
     except (ValueError, OSError) as exc:
@@ -88,7 +98,11 @@ def backtest(
             f"{publish} is the live alerts topic; publish replayed alerts elsewhere",
             param_hint="--publish",
         )
-    result = run.run(progress=progress)
+    try:
+        result = run.run(progress=progress)
+    except ValueError as exc:  # e.g. a reference change for a model the config lacks
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     print_summary(result, Console())
     if json_path:
         write_json(result, json_path)
@@ -100,6 +114,15 @@ def backtest(
         kafka = _kafka_config(config, bootstrap)
         sent = publish_alerts(result.alerts, publish, kafka, publish_format)
         typer.echo(f"published {sent} alerts to {publish}")
+
+
+def _change(item: str, cwd: Path) -> dict[str, str]:
+    at, sep, profile = item.partition("=")
+    if not sep or not at or not profile:
+        raise typer.BadParameter(
+            f"expected TIME=PROFILE, got {item!r}", param_hint="--reference-change"
+        )
+    return {"at": at, "profile": str(cwd / profile)}
 
 
 def _sweep_mapping(items: list[str]) -> dict[str, list[Any]]:

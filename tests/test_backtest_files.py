@@ -297,3 +297,60 @@ def test_two_models_first_n_reference_and_a_truth_file(tmp_path: Path) -> None:
     assert ("beta", "x0") not in firing
     assert {s.model for s in result.series} == {"alpha", "beta"}
     assert {w.model for w in result.windows} == {"alpha", "beta"}
+
+
+def test_a_reference_change_replays_as_a_live_worker_would_apply_it(
+    history: Path, tmp_path: Path
+) -> None:
+    """x1 moves by +0.5 at 1 h; from 2 h a reference with the moved x1 takes over."""
+    from driftwire.detectors.config import parse_config
+    from driftwire.detectors.reference import ReferenceProfile
+
+    model = parse_config({"models": [{"id": "fraud"}]}).model("fraud")
+    sample = take_events(SPEC, 20_000)
+    sample.numeric["x1"] = sample.numeric["x1"] + 0.5
+    moved = tmp_path / "moved.ref"
+    moved.write_bytes(ReferenceProfile.from_batch(sample, model).to_bytes())
+    shift = [{"kind": "shift", "feature": "x1", "at": 1 * HOUR, "amount": 0.5}]
+    cfg = _config(history, "change.yaml", {"inject": shift})
+
+    def x1_alerts(*extra: str) -> tuple[list[tuple[str, int]], list[dict]]:
+        out = tmp_path / "r.json"
+        args = ["backtest", "--config", str(cfg), "--no-progress", "--json", str(out), *extra]
+        run = CliRunner().invoke(app, args)
+        assert run.exit_code == 0, run.output
+        alerts = json.loads(out.read_text())["alerts"]
+        x1 = [(a["status"], a["window_start"]) for a in alerts
+              if a["feature"] == "x1" and a["detector"] == "ks"]  # fmt: skip
+        return x1, alerts
+
+    kept, _ = x1_alerts()
+    assert kept == [("firing", 1 * HOUR)]  # without the change the drift never resolves
+    changed, alerts = x1_alerts("--reference-change", f"{2 * HOUR - 60_000}={moved}")
+    (status, first), (resolved, at) = changed
+    assert (status, first, resolved) == ("firing", 1 * HOUR, "resolved")
+    assert 2 * HOUR < at <= 2 * HOUR + 3 * WINDOW  # resolve_after clean windows past the switch
+    switch = [a for a in alerts if a["kind"] == "lifecycle"]
+    assert [(a["detector"], a["window_start"]) for a in switch] == [("reference", 2 * HOUR)]
+
+
+def test_reference_change_errors_are_clear(history: Path, tmp_path: Path) -> None:
+    from driftwire.detectors.config import parse_config
+    from driftwire.detectors.reference import ReferenceProfile
+
+    cfg = _config(history, "errors.yaml", {})
+    run = CliRunner().invoke(
+        app, ["backtest", "--config", str(cfg), "--no-progress", "--reference-change", "x.ref"]
+    )
+    assert run.exit_code == 2 and "TIME=PROFILE" in run.output
+    other = parse_config({"models": [{"id": "other"}]}).model("other")
+    spec = StreamSpec(n_numeric=8, n_categorical=2, rate=RATE, seed=1, model_id="other")
+    stray = tmp_path / "other.ref"
+    stray.write_bytes(ReferenceProfile.from_batch(take_events(spec, 500), other).to_bytes())
+    run = CliRunner().invoke(
+        app,
+        ["backtest", "--config", str(cfg), "--no-progress", "--reference-change",
+         f"{HOUR}={stray}"],
+    )  # fmt: skip
+    assert run.exit_code == 1
+    assert "model 'other', not backtested" in run.output

@@ -115,7 +115,7 @@ SWITCH_AT = T0 + 90_000
 
 def _publish(cli_cfg: Path, events: Path, effective_ms: int | None = None) -> str:
     args = ["reference", "build", "--config", str(cli_cfg), "--model", "m"]
-    args += ["--from-file", str(events), "--publish"]
+    args += ["--from-file", str(events), "--publish", "--out", str(events.with_suffix(".ref"))]
     if effective_ms is not None:
         args += ["--effective-from", str(effective_ms)]
     run = CliRunner().invoke(app, args)
@@ -224,3 +224,24 @@ def test_a_reference_published_while_running_switches_at_its_window(
     assert x1 == [("firing", SHIFT_AT), ("resolved", SWITCH_AT + WINDOW_MS)]
     text = log.read_text()
     assert "profiled against reference" not in text and "arrived after events" not in text
+
+    # a backtest of the same topic with the same change gives the same alerts
+    replay_cfg = tmp_path / "replay.yaml"
+    replay_model = {**model, "reference": {"source": "profile", "path": str(tmp_path / "a.ref")}}
+    replay_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": kafka,
+                "topics": topics,
+                "models": [replay_model],
+                "backtest": {"source": "topic", "start": 0},
+            }
+        )
+    )
+    change = f"{SWITCH_AT - 6_500}={tmp_path / 'b.ref'}"
+    out = tmp_path / "replay.json"
+    run = CliRunner().invoke(app, ["backtest", "--config", str(replay_cfg), "--no-progress",
+                                   "--json", str(out), "--reference-change", change])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    replayed = [a for a in json.loads(out.read_text())["alerts"] if a["window_end"] <= T0 + 140_000]
+    assert sorted(a["alert_id"] for a in replayed) == sorted(a.alert_id for a in got)
