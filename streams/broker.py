@@ -398,6 +398,7 @@ class LocalBroker:
         overrides: Mapping[str, str] | None = None,
         detach: bool = False,
         client_config: Mapping[str, str] | None = None,
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.port = port
@@ -406,6 +407,9 @@ class LocalBroker:
         self.overrides = dict(overrides or {})
         self.detach = detach
         self.client_config = dict(client_config or {})
+        # KRaft keeps SCRAM credentials in its metadata log: they go in when storage is
+        # formatted (user -> password, SCRAM-SHA-256 and SCRAM-SHA-512 both)
+        self.scram_users = dict(scram_users or {})
         self._proc: subprocess.Popen | None = None
 
     # paths -----------------------------------------------------------------
@@ -525,6 +529,9 @@ class LocalBroker:
             str(self.props_file),
             "--ignore-formatted",
         ]
+        for user, password in sorted(self.scram_users.items()):
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                cmd += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             raise BrokerError(

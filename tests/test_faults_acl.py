@@ -40,10 +40,13 @@ MODEL = "acl-model"
 WINDOW = {"size": "10s", "min_count": 200}
 
 
-def client(user: str, password: str | None = None) -> dict[str, str]:
+SCRAM = "SCRAM-SHA-256"
+
+
+def client(user: str, password: str | None = None, mechanism: str = "PLAIN") -> dict[str, str]:
     return {
         "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanism": "PLAIN",
+        "sasl.mechanism": mechanism,
         "sasl.username": user,
         "sasl.password": password or PASSWORDS[user],
     }
@@ -58,9 +61,13 @@ def sasl_overrides() -> dict[str, str]:
     return {
         # the listener keeps its name (LocalBroker picks its port) but speaks SASL
         "listener.security.protocol.map": "PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.enabled.mechanisms": f"PLAIN,{SCRAM}",
         "sasl.mechanism.inter.broker.protocol": "PLAIN",
         "listener.name.plaintext.plain.sasl.jaas.config": jaas,
+        # SCRAM users live in the KRaft metadata (LocalBroker's scram_users, at format time)
+        f"listener.name.plaintext.{SCRAM.lower()}.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users": "User:admin;User:ANONYMOUS",
         "allow.everyone.if.no.acl.found": "false",
@@ -73,6 +80,7 @@ def sasl_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         tmp_path_factory.mktemp("sasl-broker"),
         overrides=sasl_overrides(),
         client_config=client("admin"),
+        scram_users=PASSWORDS,
     )
     try:
         bootstrap = broker.start(timeout=120)
@@ -157,12 +165,14 @@ class Cluster:
         for future in self.admin.delete_acls([wanted]).values():
             future.result(30)
 
-    def config(self, app_id: str, user: str, password: str | None = None) -> Path:
+    def config(
+        self, app_id: str, user: str, password: str | None = None, mechanism: str = "PLAIN"
+    ) -> Path:
         raw = {
             "kafka": {
                 "bootstrap_servers": self.bootstrap,
                 "security_protocol": "SASL_PLAINTEXT",
-                "sasl_mechanism": "PLAIN",
+                "sasl_mechanism": mechanism,
                 "sasl_username": user,
                 "sasl_password": password or PASSWORDS[user],
             },
@@ -226,13 +236,30 @@ def test_a_worker_with_the_right_credentials_and_acls_works_end_to_end(
     assert alice_alerts  # the x0 shift was found; every event profiled, health 200
 
 
+def test_a_worker_logging_in_with_scram_gets_the_same_alerts(
+    cluster: Cluster, alice_alerts: set[str]
+) -> None:
+    app_id = f"dws{uuid.uuid4().hex[:6]}"
+    cluster.grant(worker_acls("alice", cluster.features, app_id))
+    log = cluster.workdir / "scram.log"
+    worker = start_worker(cluster.config(app_id, "alice", mechanism=SCRAM), log)
+    try:
+        wait_until(lambda: cluster.alert_ids(app_id) >= alice_alerts, timeout=120, every=1)
+        assert worker.health() == 200
+    finally:
+        assert stop(worker) == 0
+    assert cluster.alert_ids(app_id) == alice_alerts
+    assert PASSWORDS["alice"] not in log.read_text()
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", SCRAM])
 def test_wrong_credentials_fail_fast_with_a_clear_message_and_no_secret(
-    cluster: Cluster,
+    cluster: Cluster, mechanism: str
 ) -> None:
     app_id = f"dww{uuid.uuid4().hex[:6]}"
     wrong = "not-Alices-Password-42"
-    log = cluster.workdir / "wrong.log"
-    worker = start_worker(cluster.config(app_id, "alice", wrong), log)
+    log = cluster.workdir / f"wrong-{mechanism}.log"
+    worker = start_worker(cluster.config(app_id, "alice", wrong, mechanism), log)
     try:
         code = worker.proc.wait(20)  # fail fast: not the 30 s metadata timeout
     except subprocess.TimeoutExpired:
@@ -241,7 +268,8 @@ def test_wrong_credentials_fail_fast_with_a_clear_message_and_no_secret(
     output = log.read_text()
     assert code != 0
     assert "refused the credentials of user 'alice'" in output
-    assert "Invalid username or password" in output
+    reason = {"PLAIN": "Invalid username or password", SCRAM: "invalid credentials"}[mechanism]
+    assert reason in output
     assert wrong not in output and PASSWORDS["alice"] not in output
 
 
