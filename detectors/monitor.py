@@ -473,7 +473,8 @@ class Monitor:
 
     def rebase(self, reference: ReferenceProfile, switch_ms: int) -> bool:
         """Compare the windows starting at or after `switch_ms` (a pane start) with
-        `reference`; False when that reference is already in use or scheduled.
+        `reference`; False when it is the latest scheduled one, or `switch_ms` is not after
+        the last switch.
 
         Windows straddling the switch are skipped (their panes were profiled against two
         references). Detector state tied to the old baseline (gradual, volume, latency)
@@ -481,9 +482,6 @@ class Monitor:
         resolves. The switch itself is a `lifecycle` alert when the first window at or
         after `switch_ms` closes.
         """
-        known = [self.reference.reference_id, *(r.reference_id for _, r in self.switches_)]
-        if reference.reference_id in known:
-            return False
         layout = ProfileLayout.from_reference(reference)
         if (layout.numeric, layout.categorical) != (self.layout_.numeric, self.layout_.categorical):
             raise ValueError(
@@ -493,7 +491,10 @@ class Monitor:
             )
         if switch_ms % self.clock_.hop:
             raise ValueError(f"switch time {switch_ms} is not a multiple of the window hop")
-        self.switches_ = sorted([*self.switches_, (int(switch_ms), reference)], key=_first)
+        latest = self.switches_[-1][1] if self.switches_ else self.reference
+        if reference.reference_id == latest.reference_id or switch_ms <= self.last_switch_ms:
+            return False  # scheduled already (a roll-back to an older profile is a new switch)
+        self.switches_.append((int(switch_ms), reference))
         self.layouts_[reference.reference_id] = layout
         return True
 
@@ -502,6 +503,11 @@ class Monitor:
         if not self.switches_ or pane_start < self.switches_[0][0]:
             return self.layout_
         return self.layouts_[self.reference_for(pane_start)]
+
+    @property
+    def last_switch_ms(self) -> int:
+        """Time of the last switch, scheduled or done."""
+        return self.switches_[-1][0] if self.switches_ else self.switched_at_
 
     def reference_for(self, pane_start: int) -> str:
         """Id of the reference a pane must have been profiled against."""
@@ -536,7 +542,7 @@ class Monitor:
     def _switch(self, switch_ms: int, reference: ReferenceProfile) -> Alert:
         previous = self.reference.reference_id
         self.reference, self.switched_at_ = reference, switch_ms
-        self.layout_ = self.layouts_.pop(reference.reference_id)
+        self.layout_ = self.layouts_[reference.reference_id]  # kept: it may come back
         self.tester_ = WindowTester(self.config, reference, self.layout_)
         self.lifecycle_.reference_id = reference.reference_id
         if self.concept_ is not None:

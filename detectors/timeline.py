@@ -23,14 +23,13 @@ True
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from driftwire.detectors.batch import FeatureBatch
 from driftwire.detectors.reference import ReferenceProfile
-from driftwire.detectors.windows import NO_WATERMARK, pane_starts
+from driftwire.detectors.windows import NO_WATERMARK
 
 #: Kafka header on a references-topic message: epoch ms from which the profile applies.
 EFFECTIVE_FROM_HEADER = "driftwire.effective_from"
@@ -113,34 +112,3 @@ def same_columns(current: ReferenceProfile, new: ReferenceProfile) -> None:
             f"{list(current.numeric)}, {list(current.categorical)} (score "
             f"{current.score is not None}, label {current.label is not None})"
         )
-
-
-class TimelineProfiler:
-    """Stage 1's pure `profile` for a model whose reference may change: each pane is
-    profiled against the reference in effect at its start (`build` makes the monitor that
-    profiles against one reference)."""
-
-    def __init__(
-        self, timeline: ReferenceTimeline, build: Callable[[ReferenceProfile], Any]
-    ) -> None:
-        self.timeline = timeline
-        self.build = build
-        self.monitors_: dict[str, Any] = {}
-
-    def profile(self, batch: FeatureBatch) -> list[Any]:
-        if len(batch) == 0:
-            return []
-        index = self.timeline.index(pane_starts(batch.event_time, self.timeline.hop))
-        if index.min() == index.max():
-            return self._monitor(int(index[0])).profile(batch)
-        out: list[Any] = []
-        for i in np.unique(index).tolist():
-            out.extend(self._monitor(i).profile(batch.take(index == i)))
-        return out
-
-    def _monitor(self, i: int) -> Any:
-        ref = self.timeline.entries_[i][1]
-        monitor = self.monitors_.get(ref.reference_id)
-        if monitor is None:
-            monitor = self.monitors_[ref.reference_id] = self.build(ref)
-        return monitor

@@ -62,7 +62,7 @@ from driftwire.detectors.batch import FeatureBatch
 from driftwire.detectors.config import EngineConfig, ModelConfig
 from driftwire.detectors.reference import ReferenceProfile
 from driftwire.detectors.shadow import challengers_of
-from driftwire.detectors.timeline import ReferenceTimeline, TimelineProfiler
+from driftwire.detectors.timeline import ReferenceTimeline
 from driftwire.schemas.records import alert_to_record
 from driftwire.schemas.serde import Codec
 from driftwire.streams.admin import TopicSpec, ensure_topics, partition_counts
@@ -302,7 +302,7 @@ class Worker:
         self.group_watch = GroupWatch(rejoin_s)
         self.generation_ = 0  # of the current consumer (stats of replaced ones are ignored)
         self.consumer_: Consumer | None = None
-        self.profile_monitors = {m: self._stage1_monitor(m) for m in engines}  # pure profile()
+        self.profile_monitors = {m: self._new_monitor(m) for m in engines}  # pure profile()
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -361,13 +361,16 @@ class Worker:
         start = min(t.offset_ for t in timelines.values())
         return timelines, ReferenceWatcher(self.kafka_config, topic, start)
 
-    def _stage1_monitor(self, model_id: str) -> StageMonitor | TimelineProfiler:
-        engine = self.engines[model_id]
-        timeline = self.timelines.get(model_id)
+    def _new_monitor(self, model_id: str) -> StageMonitor:
+        """The model's monitor; one following the references topic has its timeline's
+        switches scheduled, so its `profile` also picks each pane's reference."""
+        engine, timeline = self.engines[model_id], self.timelines.get(model_id)
         if timeline is None:
             return engine.new()
         assert engine.build is not None
-        return TimelineProfiler(timeline, engine.build)
+        monitor = engine.build(timeline.entries_[0][1])
+        _catch_up(monitor, timeline)
+        return monitor
 
     def _connect(self, timeout: float = 30) -> AdminClient:
         """An AdminClient that reached the cluster; bad credentials fail in about a second."""
@@ -575,13 +578,7 @@ class Worker:
             self._checkpoint_stage2(consumer, partition)
 
     def _new_merger(self, model_id: str) -> ModelMerger:
-        engine, timeline = self.engines[model_id], self.timelines.get(model_id)
-        if timeline is None:
-            return ModelMerger(model_id, engine.new(), *self._merger_args(model_id))
-        assert engine.build is not None
-        monitor = engine.build(timeline.entries_[0][1])
-        _catch_up(monitor, timeline)
-        return ModelMerger(model_id, monitor, *self._merger_args(model_id))
+        return ModelMerger(model_id, self._new_monitor(model_id), *self._merger_args(model_id))
 
     def _merger_args(self, model_id: str) -> tuple[Any, ...]:
         """(timing, partitions, idle timeout, outcome partitions, regression, versioned)."""
@@ -671,6 +668,7 @@ class Worker:
         """Save the timeline (every worker and restart then agrees), then tell the monitors."""
         self.checkpoints.save(REFERENCES_KEY + pub.model_id, timeline.to_state())
         self._flush()
+        _catch_up(self.profile_monitors[pub.model_id], timeline)  # stage 1
         for mergers in self.mergers.values():
             if pub.model_id in mergers:
                 _catch_up(mergers[pub.model_id].monitor, timeline)
@@ -840,8 +838,8 @@ class Worker:
 
 
 def _catch_up(monitor: Any, timeline: ReferenceTimeline) -> None:
-    """Schedule on a monitor the timeline's switches after the one it is at."""
-    for start, reference in timeline.later_than(monitor.switched_at_):
+    """Schedule on a monitor the timeline's switches after the last one it knows."""
+    for start, reference in timeline.later_than(monitor.last_switch_ms):
         monitor.rebase(reference, start)
 
 

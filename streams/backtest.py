@@ -64,7 +64,7 @@ from driftwire.detectors.scoring import (
     score_with_baselines,
 )
 from driftwire.detectors.shadow import challengers_of
-from driftwire.detectors.timeline import ReferenceTimeline, TimelineProfiler, same_columns
+from driftwire.detectors.timeline import ReferenceTimeline, same_columns
 from driftwire.detectors.versions import VersionRegistry
 from driftwire.detectors.windows import NO_WATERMARK
 from driftwire.streams.replay import (
@@ -449,12 +449,6 @@ class ModelSetup:
             monitor.rebase(reference, start)
         return monitor
 
-    def stage1_monitor(self) -> Monitor | VersionRegistry | TimelineProfiler:
-        """What the worker's stage 1 profiles with: each pane against its reference."""
-        if not self.changes:
-            return self.new_monitor()
-        return TimelineProfiler(self.timeline(), lambda ref: Monitor(self.config, ref))
-
     def timeline(self) -> ReferenceTimeline:
         timeline = ReferenceTimeline(self.timing.pane_ms, self.reference)
         for effective_from, reference in sorted(self.changes, key=lambda c: c[0]):
@@ -489,7 +483,7 @@ class EnginePath:
         self.tape = tape
         self.sync = sync
         self.verdicts: dict[str, list[Verdict]] = {m: [] for m in setups}
-        profile_monitors = {m: s.stage1_monitor() for m, s in setups.items()}
+        profile_monitors = {m: s.new_monitor() for m, s in setups.items()}
         timings = {m: s.timing for m, s in setups.items()}
         shadows = challengers_of([s.config for s in setups.values()])
         shadowing = {c for cs in shadows.values() for c in cs} | set(shadows)

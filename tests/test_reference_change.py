@@ -10,8 +10,10 @@ from driftwire.detectors.config import parse_config
 from driftwire.detectors.generators import Shift, StreamSpec, generate, take_events
 from driftwire.detectors.monitor import Monitor
 from driftwire.detectors.reference import ReferenceProfile
-from driftwire.detectors.timeline import ReferenceTimeline, TimelineProfiler, switch_time
+from driftwire.detectors.timeline import ReferenceTimeline, switch_time
 from driftwire.streams.worker import ModelMerger, PartitionProfiler, Timing
+
+from tests.test_worker_stages import records_of
 
 SPEC = StreamSpec(n_numeric=4, n_categorical=1, rate=200.0, seed=11, model_id="m")
 SHIFT_AT = 40_000  # x1 moves by one sd for good
@@ -135,7 +137,7 @@ def test_rebase_refuses_other_columns_and_repeats(old_ref, new_ref) -> None:
     monitor = Monitor(config(), old_ref)
     assert monitor.rebase(new_ref, SWITCH)
     assert not monitor.rebase(new_ref, SWITCH + 10_000)  # scheduled already
-    assert not monitor.rebase(old_ref, SWITCH)  # in use
+    assert not monitor.rebase(old_ref, SWITCH)  # not after the last switch
     other = parse_config({"models": [{"id": "m", "numeric": ["x0"], "categorical": []}]}).model("m")
     narrow = ReferenceProfile.from_batch(take_events(SPEC, 500), other)
     with pytest.raises(ValueError, match="columns"):
@@ -158,31 +160,17 @@ def test_timeline_state_round_trips(old_ref, new_ref) -> None:
     assert again.starts.tolist() == timeline.starts.tolist()
 
 
-def records_of(batch: FeatureBatch) -> list[dict]:
-    return [
-        {
-            "model_id": "m",
-            "prediction_id": str(pid),
-            "event_time": int(t),
-            "numeric": {k: float(v[i]) for k, v in batch.numeric.items()},
-            "categorical": {k: v[i] for k, v in batch.categorical.items()},
-            "prediction": {"score": float(batch.score[i]), "label": batch.label[i]},
-        }
-        for i, (pid, t) in enumerate(zip(batch.prediction_id, batch.event_time, strict=True))
-    ]
-
-
 def test_worker_stages_over_three_partitions_equal_one_monitor(old_ref, new_ref) -> None:
     """Stage 1 profiles each pane against the reference of its start; stage 2 switches."""
     cfg, timing = config(), Timing(10_000, 1_000)
     batch = stream()
-    timeline = ReferenceTimeline(10_000, old_ref)
-    timeline.add(new_ref, EFFECTIVE)
+    stage1 = Monitor(cfg, old_ref)  # profiles each pane against the reference of its start
+    stage1.rebase(new_ref, switch_time(EFFECTIVE, 10_000))
     names = (tuple(old_ref.numeric), tuple(old_ref.categorical))
     profilers = [
         PartitionProfiler(
             p,
-            {"m": TimelineProfiler(timeline, lambda ref: Monitor(cfg, ref))},
+            {"m": stage1},
             {"m": timing},
             lambda _m, recs: FeatureBatch.from_records(recs, *names),
         )
@@ -206,4 +194,19 @@ def test_worker_stages_over_three_partitions_equal_one_monitor(old_ref, new_ref)
     want = expected.update_features(batch) + expected.advance(watermark)
     assert any(a.kind.value == "lifecycle" for a in want)
     assert [a.alert_id for a in alerts] == [a.alert_id for a in want]
+    assert monitor.counters_.reference_mismatch == 0
+
+
+def test_a_roll_back_published_before_the_switch_is_a_switch_of_its_own(old_ref, new_ref) -> None:
+    """A -> B at 90 s, then back to A at 100 s, both known before either applies."""
+    monitor = Monitor(config(), old_ref)
+    timeline = ReferenceTimeline(10_000, old_ref)
+    for effective, ref in ((EFFECTIVE, new_ref), (SWITCH + 5_000, old_ref)):
+        start = timeline.add(ref, effective)
+        assert start is not None and monitor.rebase(ref, start)
+    assert [monitor.reference_for(t) for t in (80_000, 90_000, 100_000)] == [
+        old_ref.reference_id, new_ref.reference_id, old_ref.reference_id]  # fmt: skip
+    alerts = run(monitor, stream(drift=False))
+    assert [(a.feature, a.window_start) for a in alerts if a.kind.value == "lifecycle"] == [
+        (new_ref.reference_id, SWITCH), (old_ref.reference_id, SWITCH + 10_000)]  # fmt: skip
     assert monitor.counters_.reference_mismatch == 0
