@@ -72,8 +72,8 @@ def encode(records: list[dict]) -> list[bytes]:
     return out
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+def send(producer: Producer, topic: str, values: list[bytes], keys: list[bytes]) -> None:
+    """Produce every message, waiting for queue room rather than dropping on BufferError."""
     for key, value in zip(keys, values, strict=True):
         while True:
             try:
@@ -81,6 +81,11 @@ def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]) 
                 break
             except BufferError:
                 producer.poll(0.05)
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    send(producer, topic, values, keys)
     producer.flush(60)
 
 

@@ -38,7 +38,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).parent))
-from e2e import PARTITIONS, WorkerProcess, encode, make_records, write_config
+from e2e import PARTITIONS, WorkerProcess, encode, make_records, send, write_config
 
 log = logging.getLogger("bench.load")
 CHUNK_S = 0.1  # the producer paces itself in slices of this many seconds
@@ -88,13 +88,7 @@ def _topic(bootstrap: str, prefix: str) -> str:
 
 
 def _produce(producer: Producer, topic: str, values: list[bytes], keys: list[bytes]) -> None:
-    for key, value in zip(keys, values, strict=True):
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
+    send(producer, topic, values, keys)
     producer.poll(0)
 
 
